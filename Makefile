@@ -1,0 +1,31 @@
+# Two set-up commands (see README): `make demo` runs the main job, `make test` runs the suite.
+# Both create/reuse .venv and install what they need. torch==2.13.0 is installed first so pip
+# takes the local CPU build instead of a multi-GB CUDA wheel; pyproject keeps torch a range.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+export XMETA_DATA_DIR ?= ../shared/data
+
+.PHONY: demo test lint venv
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[models,tracking,test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/xmeta demo --data-dir "$(XMETA_DATA_DIR)"
+
+lint: venv
+	$(BIN)/ruff format --check xmeta recipes tests eval
+	$(BIN)/ruff check xmeta recipes tests eval
+
+test: lint
+	$(BIN)/python -m pytest -q tests
