@@ -1,0 +1,152 @@
+"""Language metadata: name, script and resource tier per FLORES-style code (``swh_Latn``).
+
+The table ships as ``languages.tsv`` next to this module; its header documents the sources:
+Joshi et al. (2020) resource classes 0-5 and XLM-R pretraining membership (as listed by the
+SIB-200 paper). The tier is derived from those two columns by :func:`derive_tier`:
+
+* ``high``: in XLM-R and Joshi class >= 3 -- where meta-training languages come from;
+* ``mid``: in XLM-R otherwise;
+* ``low``: not in XLM-R's pretraining data -- the low-resource side of the evaluation;
+* ``unknown``: a code the table does not list. Unknown codes still work everywhere: the script
+  is parsed from the code's suffix and the name is the code itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.resources
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Tier = Literal["high", "mid", "low", "unknown"]
+TIERS: tuple[str, ...] = ("high", "mid", "low", "unknown")
+UNKNOWN_SCRIPT = "Zzzz"  # ISO 15924 "unknown script"
+
+
+@dataclass(frozen=True)
+class Language:
+    """Metadata of one language code; ``joshi_class``/``in_xlmr`` are ``None`` when not known."""
+
+    code: str
+    name: str
+    script: str
+    tier: str
+    joshi_class: int | None = None
+    in_xlmr: bool | None = None
+
+    @property
+    def iso(self) -> str:
+        """The ISO 639-3 part of the code (``swh`` for ``swh_Latn``)."""
+        return self.code.split("_", 1)[0]
+
+
+def derive_tier(joshi_class: int | None, in_xlmr: bool | None) -> str:
+    """The tier rule documented in ``languages.tsv``: high / mid / low / unknown."""
+    if in_xlmr is None:
+        return "unknown"
+    if not in_xlmr:
+        return "low"
+    return "high" if joshi_class is not None and joshi_class >= 3 else "mid"
+
+
+def script_of_code(code: str) -> str:
+    """The script suffix of a FLORES-style code (``Latn`` for ``swh_Latn``), else ``Zzzz``."""
+    parts = code.split("_")
+    if len(parts) >= 2 and len(parts[-1]) == 4 and parts[-1].isalpha():
+        return parts[-1].capitalize()
+    return UNKNOWN_SCRIPT
+
+
+@functools.lru_cache(maxsize=1)
+def language_table() -> dict[str, Language]:
+    """All languages of the shipped table, by code (read once)."""
+    text = importlib.resources.files("xmeta.data").joinpath("languages.tsv").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    table: dict[str, Language] = {}
+    for row in csv.DictReader(io.StringIO("\n".join(lines)), delimiter="\t"):
+        joshi = int(row["joshi_class"]) if row["joshi_class"] else None
+        in_xlmr = bool(int(row["in_xlmr"])) if row["in_xlmr"] else None
+        table[row["code"]] = Language(row["code"], row["name"], row["script"], row["tier"], joshi, in_xlmr)
+    return table
+
+
+def language_info(code: str) -> Language:
+    """Metadata for ``code``; never raises.
+
+    A bare ISO code (``hau``) resolves when exactly one script variant is listed. An unlisted code
+    gets tier ``"unknown"``, its own code as name, and the script from its suffix.
+    """
+    table = language_table()
+    if code in table:
+        return table[code]
+    if "_" not in code:
+        variants = [lang for lang in table.values() if lang.iso == code]
+        if len(variants) == 1:
+            return variants[0]
+    return Language(code=code, name=code, script=script_of_code(code), tier="unknown")
+
+
+def tier_of(code: str) -> str:
+    """The resource tier of ``code`` (``"unknown"`` if unlisted)."""
+    return language_info(code).tier
+
+
+def languages_in_tier(tier: str | Iterable[str], available: Iterable[str] | None = None) -> list[str]:
+    """Codes in ``tier`` (one or several), optionally restricted to ``available``; sorted.
+
+    Raises:
+        ValueError: for a tier name that does not exist.
+    """
+    wanted = {tier} if isinstance(tier, str) else set(tier)
+    bad = wanted - set(TIERS)
+    if bad:
+        raise ValueError(f"unknown tier(s) {sorted(bad)}; tiers are {', '.join(TIERS)}")
+    codes = available if available is not None else language_table()
+    return sorted(c for c in codes if tier_of(c) in wanted)
+
+
+def high_resource_languages(
+    exclude: Iterable[str] = (),
+    available: Iterable[str] | None = None,
+    n: int | None = None,
+) -> list[str]:
+    """High-tier languages for meta-training, best-resourced first.
+
+    Args:
+        exclude: codes never to return (e.g. the evaluation and meta-validation languages). A bare
+            ISO code excludes every script variant (``zho`` excludes ``zho_Hans`` and ``zho_Hant``).
+        available: restrict to these codes (e.g. the languages present in a dataset).
+        n: return at most this many.
+
+    Returns:
+        Codes ordered by Joshi class (descending), then code, so the choice is deterministic.
+    """
+    excluded = set(exclude)
+    excluded_iso = {c for c in excluded if "_" not in c}
+    candidates = [
+        (code, info)
+        for code in (available if available is not None else language_table())
+        if (info := language_info(code)).tier == "high" and code not in excluded and info.iso not in excluded_iso
+    ]
+    # Keep the caller's spelling of each code; order by resource class so `n` takes the richest first.
+    ordered = sorted(candidates, key=lambda pair: (-(pair[1].joshi_class or 0), pair[0]))
+    codes = [code for code, _ in ordered]
+    return codes[:n] if n is not None else codes
+
+
+def describe(codes: Sequence[str]) -> list[dict[str, object]]:
+    """Plain rows (code, name, script, tier, joshi_class, in_xlmr) for reports."""
+    return [
+        {
+            "code": c,
+            "name": (i := language_info(c)).name,
+            "script": i.script,
+            "tier": i.tier,
+            "joshi_class": i.joshi_class,
+            "in_xlmr": i.in_xlmr,
+        }
+        for c in codes
+    ]
