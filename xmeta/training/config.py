@@ -1,0 +1,133 @@
+"""``TrainConfig``: the typed single source of truth of a meta-training run.
+
+YAML files in ``recipes/configs/`` and ``a.b=value`` overrides only override these fields; an
+unknown key is an error naming it (``xmeta.config.load_config``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from xmeta.meta.config import MetaConfig
+from xmeta.models.encoder import EncoderConfig
+
+# Meta-training languages: SIB-200 languages in Joshi et al. (2020) classes 4-5 ("winners" and
+# "underdogs") that are also in XLM-R's pretraining set -- xmeta.data.languages tier "high" --
+# one script per language. None of the 25 low-resource evaluation languages is among them.
+HIGH_RESOURCE_LANGS: tuple[str, ...] = (
+    "eng_Latn", "fra_Latn", "deu_Latn", "spa_Latn", "por_Latn",
+    "rus_Cyrl", "zho_Hans", "jpn_Jpan", "arb_Arab", "hin_Deva",
+)  # fmt: skip
+# Meta-validation languages: low-resource African languages (not in XLM-R's pretraining set)
+# that are not evaluation languages, so model selection sees the target regime without peeking.
+VALIDATION_LANGS: tuple[str, ...] = ("nya_Latn", "run_Latn", "sot_Latn", "tsn_Latn", "kon_Latn")
+
+
+@dataclass
+class DataConfig:
+    """Where episodes come from.
+
+    Attributes:
+        task: corpus name in ``xmeta.data.TASKS`` (sib200, afrisenti, files).
+        data_dir: corpus root; None means ``$XMETA_DATA_DIR``.
+        train_langs: meta-training languages (episodes from their train split).
+        val_langs: meta-validation languages (support and query from their dev split).
+        n_way, k_shot, q_query: episode shape for training and validation.
+        val_episodes: validation episodes per language, fixed once for the whole run.
+        cross_lingual: draw each training episode's queries from another training language
+            (same classes, different sentences) -- support/query language mismatch as in transfer.
+    """
+
+    task: str = "sib200"
+    data_dir: str | None = None
+    train_langs: tuple[str, ...] = HIGH_RESOURCE_LANGS
+    val_langs: tuple[str, ...] = VALIDATION_LANGS
+    n_way: int = 7
+    k_shot: int = 5
+    q_query: int = 5
+    val_episodes: int = 8
+    cross_lingual: bool = False
+
+    def __post_init__(self) -> None:
+        self.train_langs, self.val_langs = tuple(self.train_langs), tuple(self.val_langs)
+        if not self.train_langs:
+            raise ValueError("data.train_langs must name at least one language")
+        if overlap := sorted(set(self.train_langs) & set(self.val_langs)):
+            raise ValueError(f"data.val_langs overlap data.train_langs: {', '.join(overlap)}")
+        if self.n_way < 2 or self.k_shot < 1 or self.q_query < 1:
+            raise ValueError(f"need n_way >= 2, k_shot >= 1, q_query >= 1; got {self.n_way}/{self.k_shot}/{self.q_query}")
+        if self.val_episodes < 0:
+            raise ValueError(f"data.val_episodes must be >= 0, got {self.val_episodes}")
+        if self.cross_lingual and len(self.train_langs) < 2:
+            raise ValueError("data.cross_lingual needs at least two train_langs")
+
+
+@dataclass
+class OptimConfig:
+    """Outer-loop optimiser (AdamW) and learning-rate schedule."""
+
+    outer_lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.outer_lr <= 0:
+            raise ValueError(f"optim.outer_lr must be > 0, got {self.outer_lr}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"optim.schedule must be cosine, linear or constant, got {self.schedule!r}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("optim.warmup_steps, weight_decay and grad_clip must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """A meta-training run.
+
+    Attributes:
+        output_dir: where checkpoints, metrics, the resolved config and the final artifact go.
+        seed: fixes the episodes (with the rank and step) and every RNG.
+        max_steps: outer (meta) steps; each consumes ``meta_batch_size`` episodes in total.
+        meta_batch_size: episodes per outer step, summed over processes (must divide evenly).
+        val_every: meta-validate every N steps (0 disables; the final artifact is then the last step).
+        patience: stop after N validations without improvement (0: never stop early).
+        checkpoint_every: write a resumable checkpoint every N steps (and at the end).
+        keep_checkpoints: how many resumable checkpoints to keep.
+        mixed_precision: "no" or "bf16" (autocast; no loss scaling needed).
+        max_nonfinite: stop with an error after this many consecutive non-finite episode losses.
+        log_every: metrics to JSONL / trackers every N steps.
+        trackers: accelerate trackers to log to ("tensorboard" when installed; [] for none).
+        activation_cache: cache the frozen layers' outputs below the lowest adapter (exact, faster).
+    """
+
+    output_dir: str = "runs/meta"
+    seed: int = 0
+    max_steps: int = 200
+    meta_batch_size: int = 4
+    val_every: int = 25
+    patience: int = 0
+    checkpoint_every: int = 25
+    keep_checkpoints: int = 2
+    mixed_precision: Literal["no", "bf16"] = "no"
+    max_nonfinite: int = 20
+    log_every: int = 1
+    trackers: tuple[str, ...] = ("tensorboard",)
+    activation_cache: bool = True
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.meta_batch_size < 1:
+            raise ValueError(f"max_steps and meta_batch_size must be >= 1, got {self.max_steps}/{self.meta_batch_size}")
+        for name in ("val_every", "patience", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.max_nonfinite < 1:
+            raise ValueError(f"max_nonfinite must be >= 1, got {self.max_nonfinite}")
+        self.trackers = tuple(self.trackers)
