@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
     world, rank = accelerator.num_processes, accelerator.process_index
+    if accelerator.device.type == "cpu" and accelerator.num_processes > 1:
+        # Several ranks on one host's cores: spinning OpenMP threads oversubscribe and crawl.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     if cfg.meta_batch_size % world:
         raise ConfigError(f"meta_batch_size={cfg.meta_batch_size} must be a multiple of the {world} processes")
     resume_from = ckpt.latest_checkpoint(out) if args.resume else None

@@ -18,3 +18,16 @@ def data_dir() -> Path:
     if not (path / "sib200").is_dir():
         pytest.fail(f"real data not found at {path}; set XMETA_DATA_DIR")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _threads(request):
+    """One intra-op thread for tiny-model tests: on a busy 2-core machine, OpenMP's spinning
+    threads make a 32x32 matmul ~1000x slower; real-model (slow) tests keep the default."""
+    import torch
+
+    default = torch.get_num_threads()
+    if request.node.get_closest_marker("slow") is None:
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(default)

@@ -172,13 +172,18 @@ def test_rebuilt_normaliser_agrees_with_the_files_map():
 def test_concurrent_pulls_build_once(tmp_path):
     env = {**os.environ, "XMETA_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "xmeta.cli", "-v", "models", "pull", "multilingual-e5-small"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sum("building multilingual-e5-small" in err for _, err in outs) == 1
     entry = tmp_path / "models" / "multilingual-e5-small"
     zoo.check_entry(entry, full=True)
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["multilingual-e5-small", "multilingual-e5-small.lock"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "multilingual-e5-small",
+        "multilingual-e5-small.lock",
+    ]
 
 
 @pytest.mark.slow

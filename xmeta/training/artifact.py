@@ -24,7 +24,9 @@ from xmeta.training.config import TrainConfig
 def peft_adapter(tensors: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
     """Save the LoRA tensors under peft's names (``base_model.model.<module>.lora_A.weight``)."""
     lora = {
-        "base_model.model." + k.replace(".default", ""): v for k, v in tensors.items() if ".lora_" in k and "default" in k
+        "base_model.model." + k.replace(".default", ""): v
+        for k, v in tensors.items()
+        if ".lora_" in k and "default" in k
     }
     if not lora:
         return

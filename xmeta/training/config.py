@@ -56,7 +56,9 @@ class DataConfig:
         if overlap := sorted(set(self.train_langs) & set(self.val_langs)):
             raise ValueError(f"data.val_langs overlap data.train_langs: {', '.join(overlap)}")
         if self.n_way < 2 or self.k_shot < 1 or self.q_query < 1:
-            raise ValueError(f"need n_way >= 2, k_shot >= 1, q_query >= 1; got {self.n_way}/{self.k_shot}/{self.q_query}")
+            raise ValueError(
+                f"need n_way >= 2, k_shot >= 1, q_query >= 1; got {self.n_way}/{self.k_shot}/{self.q_query}"
+            )
         if self.val_episodes < 0:
             raise ValueError(f"data.val_episodes must be >= 0, got {self.val_episodes}")
         if self.cross_lingual and len(self.train_langs) < 2:

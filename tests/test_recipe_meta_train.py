@@ -1,0 +1,170 @@
+"""The meta-training recipe end to end on a tiny model and corpus: CLI, 2 processes, resume, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from xmeta.cli import main as xmeta_main
+from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "meta_train.py"
+TOPICS = {"sport": "ball goal team match", "health": "doctor pill fever clinic", "money": "bank price coin market"}
+FILLER = "the a of and to in is it".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory) -> tuple[Path, Path]:
+    """A 3-class corpus in three made-up languages and a tiny BERT saved to disk."""
+    root = tmp_path_factory.mktemp("tiny")
+    g = torch.Generator().manual_seed(0)
+    words = set(FILLER)
+    for lang in ("aaa_Latn", "bbb_Latn", "ccc_Latn"):
+        for split, n in (("train", 12), ("dev", 8), ("test", 8)):
+            rows = ["text\tlabel"]
+            for label, kws in TOPICS.items():
+                kw = [f"{w}{lang[:1]}" for w in kws.split()]  # language-specific keyword forms
+                words.update(kw)
+                for _ in range(n):
+                    pick = torch.randint(0, len(kw), (2,), generator=g).tolist()
+                    fill = torch.randint(0, len(FILLER), (3,), generator=g).tolist()
+                    rows.append(" ".join([kw[pick[0]], *(FILLER[i] for i in fill), kw[pick[1]]]) + f"\t{label}")
+            (root / "data" / lang).mkdir(parents=True, exist_ok=True)
+            (root / "data" / lang / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    tok = tiny_tokenizer(sorted(words))
+    model = tiny_encoder(len(tok), hidden=32, layers=2, heads=4, seed=0)
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    return root / "data", root / "model"
+
+
+def overrides(data: Path, model: Path, out: Path, **extra: object) -> list[str]:
+    base = {
+        "output_dir": out,
+        "trackers": "[]",
+        "max_steps": 6,
+        "meta_batch_size": 2,
+        "val_every": 3,
+        "checkpoint_every": 2,
+        "encoder.model": model,
+        "encoder.text_prefix": "''",
+        "encoder.max_length": 16,
+        "encoder.lora_r": 2,
+        "meta.algorithm": "protomaml",
+        "meta.inner_steps": 1,
+        "meta.inner_lr": 0.1,
+        "data.task": "files",
+        "data.data_dir": data,
+        "data.train_langs": "[aaa_Latn, bbb_Latn]",
+        "data.val_langs": "[ccc_Latn]",
+        "data.n_way": 3,
+        "data.k_shot": 2,
+        "data.q_query": 2,
+        "data.val_episodes": 2,
+        "optim.outer_lr": 0.01,
+        **extra,
+    }
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def run_recipe(args: list[str], launcher: list[str] | None = None, **kw) -> subprocess.CompletedProcess:
+    cmd = (launcher or [sys.executable]) + [str(RECIPE)] + args
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kw)
+
+
+def final_params(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip() / "params.safetensors")
+
+
+def test_trains_end_to_end_through_the_cli(tiny_setup, tmp_path):
+    data, model = tiny_setup
+    out = tmp_path / "run"
+    assert xmeta_main(["train", *overrides(data, model, out)]) == 0
+    final = out / "final"
+    for name in (
+        "xmeta_meta.json",
+        "meta_params.safetensors",
+        "README.md",
+        "training.json",
+        "adapter/adapter_config.json",
+    ):
+        assert (final / name).is_file(), name
+    assert (out / "config.yaml").is_file()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and '"val_acc"' in lines[2]
+    assert "protomaml" in (final / "README.md").read_text()
+
+
+def test_bad_config_is_refused_before_any_work(tiny_setup, tmp_path, capsys):
+    data, model = tiny_setup
+    out = tmp_path / "bad"
+    assert xmeta_main(["train", *overrides(data, model, out, **{"meta.inner_lr": -1})]) == 2
+    assert "inner_lr must be > 0" in capsys.readouterr().err and not out.exists()
+    assert xmeta_main(["train", *overrides(data, model, out, **{"optim.outer_rl": 1})]) == 2
+    assert "Did you mean 'optim.outer_lr'" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tiny_setup, tmp_path):
+    data, model = tiny_setup
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = run_recipe(overrides(data, model, one, meta_batch_size=4))
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    r2 = run_recipe(overrides(data, model, two, meta_batch_size=4), launcher=launcher)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    p1, p2 = final_params(one), final_params(two)
+    assert p1.keys() == p2.keys()
+    for k in p1:
+        torch.testing.assert_close(p1[k], p2[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_same_weights(tiny_setup, tmp_path):
+    data, model = tiny_setup
+    args = dict(max_steps=40, checkpoint_every=1, val_every=5)
+    ref = tmp_path / "ref"
+    assert run_recipe(overrides(data, model, ref, **args)).returncode == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(RECIPE), *overrides(data, model, out, **args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "step-00000003").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = (out / "checkpoints" / "latest").read_text().strip()
+    assert killed_at < "step-00000040", "the run finished before it could be interrupted"
+    resumed = run_recipe([*overrides(data, model, out, **args), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    p_ref, p_res = final_params(ref), final_params(out)
+    for k in p_ref:
+        torch.testing.assert_close(p_res[k], p_ref[k], rtol=0, atol=0, msg=k)
+    ref_lines = (ref / "metrics.jsonl").read_text().splitlines()
+    res_lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [line.split('"episodes_per_s"')[0] for line in res_lines] == [
+        line.split('"episodes_per_s"')[0] for line in ref_lines
+    ]
+
+
+def test_corrupt_checkpoint_is_refused_on_resume(tiny_setup, tmp_path, capsys):
+    data, model = tiny_setup
+    out = tmp_path / "run"
+    args = overrides(data, model, out, max_steps=2, checkpoint_every=1, val_every=0)
+    assert xmeta_main(["train", *args]) == 0
+    latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    (latest / "params.safetensors").write_bytes(b"\0" * 10)
+    assert xmeta_main(["train", "--resume", *args]) == 2
+    assert "params.safetensors does not match its sha256" in capsys.readouterr().err
