@@ -48,32 +48,9 @@ def tiny_setup(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def overrides(data: Path, model: Path, out: Path, **extra: object) -> list[str]:
-    base = {
-        "output_dir": out,
-        "trackers": "[]",
-        "max_steps": 6,
-        "meta_batch_size": 2,
-        "val_every": 3,
-        "checkpoint_every": 2,
-        "encoder.model": model,
-        "encoder.text_prefix": "''",
-        "encoder.max_length": 16,
-        "encoder.lora_r": 2,
-        "meta.algorithm": "protomaml",
-        "meta.inner_steps": 1,
-        "meta.inner_lr": 0.1,
-        "data.task": "files",
-        "data.data_dir": data,
-        "data.train_langs": "[aaa_Latn, bbb_Latn]",
-        "data.val_langs": "[ccc_Latn]",
-        "data.n_way": 3,
-        "data.k_shot": 2,
-        "data.q_query": 2,
-        "data.val_episodes": 2,
-        "optim.outer_lr": 0.01,
-        **extra,
-    }
-    return [f"{k}={v}" for k, v in base.items()]
+    """recipes/configs/tiny.yaml with this test's paths and ``extra`` overrides."""
+    base = {"output_dir": out, "encoder.model": model, "data.data_dir": data, **extra}
+    return ["--config", str(ROOT / "recipes" / "configs" / "tiny.yaml"), *(f"{k}={v}" for k, v in base.items())]
 
 
 def run_recipe(args: list[str], launcher: list[str] | None = None, **kw) -> subprocess.CompletedProcess:
