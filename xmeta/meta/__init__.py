@@ -1,0 +1,53 @@
+"""Meta-learning over LoRA adapters: algorithms, functional inner loop, learners, checkpoints."""
+
+from __future__ import annotations
+
+from xmeta.meta.checkpoint import load_meta_model, read_meta_config, save_meta_model
+from xmeta.meta.config import MetaConfig
+from xmeta.meta.functional import EPISODE_HEAD, encoder_features, project, sgd_inner_loop
+from xmeta.meta.learners import (
+    EpisodePredictor,
+    FinetuneConfig,
+    FinetuneLearner,
+    FrozenProtoLearner,
+    MetaLearner,
+)
+from xmeta.meta.maml import (
+    AdaptedState,
+    EpisodeTensors,
+    accumulate_meta_gradients,
+    adapt_episode,
+    episode_logits,
+    meta_batch_loss,
+    meta_step_loss,
+    tokenize_episode,
+)
+from xmeta.meta.model import MetaModel
+from xmeta.meta.registry import ALGORITHMS, AlgorithmSpec
+
+__all__ = [
+    "ALGORITHMS",
+    "EPISODE_HEAD",
+    "AdaptedState",
+    "AlgorithmSpec",
+    "EpisodePredictor",
+    "EpisodeTensors",
+    "FinetuneConfig",
+    "FinetuneLearner",
+    "FrozenProtoLearner",
+    "MetaConfig",
+    "MetaLearner",
+    "MetaModel",
+    "accumulate_meta_gradients",
+    "adapt_episode",
+    "encoder_features",
+    "episode_logits",
+    "load_meta_model",
+    "meta_batch_loss",
+    "meta_step_loss",
+    "project",
+    "read_meta_config",
+    "save_meta_model",
+    "sgd_inner_loop",
+    "tokenize_episode",
+]

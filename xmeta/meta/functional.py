@@ -1,0 +1,89 @@
+"""Functional parameters: forward passes over a dict of tensors, and the shared SGD inner loop.
+
+A "params" dict maps ``MetaModel`` parameter names (``encoder.backbone...lora_A.default.weight``,
+``head.projection.weight``, ``inner_lrs.*``) plus the per-episode head (``episode_head.weight``,
+``episode_head.bias``) to tensors. Only trainable tensors are in it: the frozen backbone is read
+from the module by ``torch.func.functional_call`` and never copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call
+
+if TYPE_CHECKING:
+    from xmeta.meta.model import MetaModel
+
+Params = dict[str, Tensor]
+
+EPISODE_HEAD_WEIGHT = "episode_head.weight"
+EPISODE_HEAD_BIAS = "episode_head.bias"
+EPISODE_HEAD = (EPISODE_HEAD_WEIGHT, EPISODE_HEAD_BIAS)
+
+
+def subdict(params: Mapping[str, Tensor], prefix: str) -> Params:
+    """Entries under ``prefix`` with the prefix stripped (``"encoder."`` -> names inside the encoder)."""
+    n = len(prefix)
+    return {k[n:]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def encoder_features(model: MetaModel, params: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
+    """Pooled encoder embeddings computed with the adapter tensors in ``params``."""
+    return functional_call(model.encoder, subdict(params, "encoder."), args=(), kwargs=dict(batch))
+
+
+def project(model: MetaModel, params: Mapping[str, Tensor], z: Tensor) -> Tensor:
+    """Apply the meta-learned projection (if any) with the tensors in ``params``."""
+    proj = model.head.projection
+    if proj is None:
+        return z
+    weight = params.get("head.projection.weight", proj.weight)
+    bias = params.get("head.projection.bias", proj.bias)
+    return F.linear(z, weight, bias)
+
+
+def logit_scale(model: MetaModel, params: Mapping[str, Tensor]) -> Tensor:
+    """``1 / temperature`` from ``params`` (learned) or the head's buffer (fixed)."""
+    return params.get("head.log_scale", model.head.log_scale).exp()
+
+
+def sgd_inner_loop(
+    loss_fn: Callable[[Params], Tensor],
+    params: Mapping[str, Tensor],
+    names: Sequence[str],
+    *,
+    steps: int,
+    lrs: Mapping[str, Tensor | float],
+    first_order: bool,
+) -> tuple[Params, list[Tensor]]:
+    """``steps`` plain SGD steps on ``loss_fn`` over the tensors ``names``; the others pass through.
+
+    Second order (``first_order=False``) keeps the graph of every inner gradient, so the outer
+    loss differentiates through the whole loop. First order uses the inner gradients as
+    constants: the outer gradient at the adapted tensors flows back to the initial ones with an
+    identity Jacobian (FOMAML), and learned learning rates in ``lrs`` still get a gradient.
+
+    Returns:
+        The adapted params dict and the detached support losses before each step.
+    """
+    fast: Params = dict(params)
+    for n in names:
+        p = fast[n]
+        # A fresh node per adapted tensor: inner gradients are then partial derivatives in that
+        # copy alone. ProtoMAML's head init depends on the encoder through the prototypes; without
+        # the copy, that path would leak into the encoder's inner gradient.
+        fast[n] = p.clone() if p.requires_grad else p.detach().clone().requires_grad_(True)
+    losses: list[Tensor] = []
+    for _ in range(steps):
+        loss = loss_fn(fast)
+        grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=not first_order, allow_unused=True)
+        losses.append(loss.detach())
+        for n, g in zip(names, grads):
+            if g is not None:  # unused tensors (e.g. adapters above a cached cut) keep their value
+                fast[n] = fast[n] - lrs[n] * g
+    return fast, losses

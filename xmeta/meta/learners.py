@@ -1,0 +1,270 @@
+"""Learners (``adapt(support) -> Predictor``) for meta-learned, frozen and fine-tuned encoders.
+
+- ``MetaLearner``: a meta-trained ``MetaModel``; adapts with its algorithm's inner loop
+  (first order: no meta-gradient is needed at test time) or prototypes for protonet.
+- ``FrozenProtoLearner``: the pretrained encoder's prototypes, no training (the floor).
+- ``FinetuneLearner``: fresh LoRA + a prototype-initialised linear head trained with Adam on the
+  support set alone (the transfer-learning baseline).
+
+Adaptation never modifies the module: adapted tensors live in the predictor's params dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xmeta.interfaces import Example, Prediction, label_names_of
+from xmeta.meta.config import MetaConfig
+from xmeta.meta.functional import EPISODE_HEAD, Params
+from xmeta.meta.maml import AdaptedState, adapt_episode, episode_logits
+from xmeta.meta.model import MetaModel
+from xmeta.models.encoder import Encoder, EncoderConfig
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Evaluation mode (no dropout) for the block, restoring the previous mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block without disturbing the caller's RNG state."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _support_tensors(encoder: Encoder, support: Sequence[Example], cache_frozen: bool = False) -> tuple[dict, Tensor]:
+    batch = encoder.tokenize([e.text for e in support])
+    if cache_frozen:  # inner steps then run only the adapted top layers
+        batch = encoder.cache_frozen_layers(batch)
+    return batch, torch.tensor([e.label for e in support], dtype=torch.long, device=encoder.device)
+
+
+class EpisodePredictor:
+    """Classifies texts with an adapted state (prototypes or a linear episode head).
+
+    Args:
+        model: the meta-model whose frozen encoder and head structure are used.
+        state: the adapted tensors (detached).
+        label_names: names of classes ``0..N-1``.
+        batch_size: texts per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: MetaModel,
+        state: AdaptedState,
+        label_names: tuple[str, ...],
+        cfg: MetaConfig | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.model = model
+        self.state = state
+        self.label_names = tuple(label_names)
+        self.cfg = cfg or model.cfg
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def logits(self, texts: Sequence[str]) -> Tensor:
+        """Logits ``(len(texts), N)`` on the encoder's device."""
+        enc = self.model.encoder
+        with eval_mode(self.model):
+            outs = [
+                episode_logits(self.model, self.state, enc.tokenize(texts[i : i + self.batch_size]), self.cfg)
+                for i in range(0, len(texts), self.batch_size)
+            ]
+        return torch.cat(outs) if outs else torch.zeros(0, len(self.label_names))
+
+    def predict(self, texts: Sequence[str]) -> Prediction:
+        """Labels and class probabilities for ``texts``."""
+        if isinstance(texts, str):
+            raise TypeError("predict takes a sequence of texts, not a single string")
+        probs = F.softmax(self.logits(texts).double(), dim=-1).cpu().numpy()
+        labels = probs.argmax(axis=1).astype(np.int64) if len(probs) else np.zeros(0, dtype=np.int64)
+        return Prediction(labels, probs, self.label_names)
+
+
+class MetaLearner:
+    """A meta-trained model as a ``Learner``: adapt with the algorithm's inner loop, then predict.
+
+    Args:
+        model: the meta-model (meta-learned adapters, head, inner learning rates).
+        batch_size: texts per forward pass when predicting.
+        inner_steps: adaptation steps; default ``cfg.effective_eval_inner_steps``.
+    """
+
+    def __init__(self, model: MetaModel, *, batch_size: int = 64, inner_steps: int | None = None) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.inner_steps = model.cfg.effective_eval_inner_steps if inner_steps is None else inner_steps
+
+    @property
+    def cfg(self) -> MetaConfig:
+        return self.model.cfg
+
+    def adapt_state(self, support: Sequence[Example], *, seed: int = 0) -> AdaptedState:
+        """The adapted (detached) tensors for ``support``."""
+        label_names = label_names_of(support)
+        with eval_mode(self.model), seeded(seed, self.model.encoder.device), torch.enable_grad():
+            batch, labels = _support_tensors(self.model.encoder, support, cache_frozen=True)
+            state = adapt_episode(
+                self.model,
+                self.model.detached_params(),
+                batch,
+                labels,
+                len(label_names),
+                steps=self.inner_steps,
+                first_order=True,  # the meta-gradient is not needed at test time
+            )
+        return state.detach()
+
+    def adapt(self, support: Sequence[Example], *, seed: int = 0) -> EpisodePredictor:
+        """Adapt to ``support`` (labels ``0..N-1``) and return a predictor."""
+        state = self.adapt_state(support, seed=seed)
+        return EpisodePredictor(self.model, state, label_names_of(support), batch_size=self.batch_size)
+
+    def save(self, directory: str | Path, *, extra: dict | None = None) -> Path:
+        from xmeta.meta.checkpoint import save_meta_model
+
+        return save_meta_model(self.model, directory, extra=extra)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, encoder: Encoder | None = None, batch_size: int = 64) -> MetaLearner:
+        from xmeta.meta.checkpoint import load_meta_model
+
+        return cls(load_meta_model(directory, encoder=encoder), batch_size=batch_size)
+
+
+class FrozenProtoLearner(MetaLearner):
+    """Prototypes of the pretrained encoder, no training: the benchmark's floor.
+
+    Pass an encoder without adapters (``lora_r=0``) or with untrained ones (LoRA B = 0 leaves
+    the pretrained function unchanged).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        distance: Literal["euclidean", "cosine"] = "euclidean",
+        temperature: float | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        cfg = MetaConfig(algorithm="protonet", distance=distance, temperature=temperature)
+        super().__init__(MetaModel(encoder, cfg), batch_size=batch_size)
+
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig, **kwargs: object) -> FrozenProtoLearner:
+        return cls(Encoder.from_config(dataclasses.replace(cfg, lora_r=0)), **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass
+class FinetuneConfig:
+    """Support-set fine-tuning (the transfer-learning baseline).
+
+    Attributes:
+        steps: Adam steps on the support set.
+        lr: learning rate of the fresh LoRA adapters.
+        head_lr: learning rate of the prototype-initialised linear head.
+        weight_decay: Adam weight decay (L2).
+        batch_size: support examples per step; None = the whole support set.
+        distance: geometry of the head's prototype init.
+        temperature: logit temperature of the head init; None = the distance's default.
+    """
+
+    steps: int = 20
+    lr: float = 1e-3
+    head_lr: float = 1e-2
+    weight_decay: float = 0.0
+    batch_size: int | None = None
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    temperature: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.lr <= 0 or self.head_lr <= 0:
+            raise ValueError(f"lr and head_lr must be > 0, got {self.lr}, {self.head_lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def fresh_lora(params: Params, generator: torch.Generator) -> Params:
+    """Re-initialised adapter tensors as peft does: A ~ U(+-1/sqrt(fan_in)) (kaiming a=sqrt(5)), B = 0."""
+    out = {}
+    for n, p in params.items():
+        if "lora_A" in n:
+            bound = 1.0 / math.sqrt(p.shape[1])
+            t = torch.empty(p.shape, dtype=p.dtype).uniform_(-bound, bound, generator=generator).to(p.device)
+        else:
+            t = torch.zeros_like(p)
+        out[n] = t.requires_grad_(True)
+    return out
+
+
+class FinetuneLearner:
+    """Fine-tune fresh LoRA adapters and a linear head on the support set alone.
+
+    The head starts as the prototype classifier of the pretrained encoder (LoRA B = 0 at init),
+    so step 0 equals ``FrozenProtoLearner``; Adam then trains adapters and head together.
+
+    Args:
+        encoder: pretrained encoder with LoRA adapters (their current values are ignored).
+        cfg: fine-tuning settings.
+        batch_size: texts per forward pass when predicting.
+    """
+
+    def __init__(self, encoder: Encoder, cfg: FinetuneConfig | None = None, *, batch_size: int = 64) -> None:
+        self.cfg = cfg or FinetuneConfig()
+        meta_cfg = MetaConfig(
+            algorithm="protomaml", inner_steps=0, distance=self.cfg.distance, temperature=self.cfg.temperature
+        )
+        self.model = MetaModel(encoder, meta_cfg)
+        self.batch_size = batch_size
+
+    def adapt(self, support: Sequence[Example], *, seed: int = 0) -> EpisodePredictor:
+        label_names = label_names_of(support)
+        enc = self.model.encoder
+        batch, labels = _support_tensors(enc, support)
+        gen = torch.Generator().manual_seed(seed)
+        lora = fresh_lora({n: p for n, p in self.model.meta_params().items() if "lora_" in n}, gen)
+        with eval_mode(self.model), seeded(seed, enc.device), torch.enable_grad():
+            init = adapt_episode(self.model, lora, batch, labels, len(label_names), steps=0)
+            head = {n: init.params[n].detach().requires_grad_(True) for n in EPISODE_HEAD}
+            groups = [{"params": list(head.values()), "lr": self.cfg.head_lr}]
+            if lora:
+                groups.append({"params": list(lora.values()), "lr": self.cfg.lr})
+            opt = torch.optim.Adam(groups, weight_decay=self.cfg.weight_decay)
+            n, bs = len(support), self.cfg.batch_size or len(support)
+            for _ in range(self.cfg.steps):
+                idx = torch.randperm(n, generator=gen)[:bs].to(enc.device) if bs < n else None
+                sub = batch if idx is None else {k: v[idx] for k, v in batch.items()}
+                target = labels if idx is None else labels[idx]
+                logits = episode_logits(self.model, AdaptedState({**lora, **head}), sub)
+                loss = F.cross_entropy(logits, target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        state = AdaptedState({k: v.detach() for k, v in {**lora, **head}.items()})
+        return EpisodePredictor(self.model, state, label_names, batch_size=self.batch_size)

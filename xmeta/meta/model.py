@@ -1,0 +1,135 @@
+"""``MetaModel``: the encoder, the meta-learned head state and (Meta-SGD) inner learning rates."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from xmeta.meta.config import MetaConfig
+from xmeta.meta.functional import EPISODE_HEAD, Params
+from xmeta.models.encoder import Encoder, lora_layer_of
+from xmeta.models.heads import ProtoHead
+
+_HEAD_PREFIXES = ("head.", "episode_head.")
+_NOT_ADAPTED = ("head.log_scale",)  # the temperature is meta-learned only, never adapted per episode
+
+
+def lr_key(name: str) -> str:
+    """``inner_lrs`` key for a parameter name (module attribute names cannot contain dots)."""
+    return name.replace(".", "__")
+
+
+class MetaModel(nn.Module):
+    """Everything meta-training updates, around a frozen encoder.
+
+    Meta-parameters (``meta_params()``) are the LoRA adapters, the head's projection and learned
+    temperature (when configured), and the Meta-SGD inner learning rates (when configured).
+
+    Args:
+        encoder: the encoder (its backbone stays frozen).
+        cfg: the algorithm settings; second order switches the encoder to eager attention.
+    """
+
+    def __init__(self, encoder: Encoder, cfg: MetaConfig) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cfg = cfg
+        self.head = ProtoHead(
+            encoder.hidden_size, cfg.projection_dim, cfg.effective_temperature, cfg.learn_temperature
+        ).to(device=encoder.device, dtype=encoder.dtype)
+        names = self.inner_param_names(cfg)
+        if cfg.spec.inner_loop and not names:
+            raise ValueError(
+                f"inner_params={cfg.inner_params!r} selects no tensor to adapt "
+                f"(candidates: {', '.join(self._adaptable_names(cfg)) or 'none'})"
+            )
+        self.inner_lrs = nn.ParameterDict()
+        if cfg.learn_inner_lr:
+            for n in names:
+                self.inner_lrs[lr_key(n)] = nn.Parameter(
+                    torch.tensor(cfg.inner_lr, dtype=encoder.dtype, device=encoder.device)
+                )
+        if cfg.second_order:
+            encoder.ensure_double_backward()
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of the embeddings the heads see (after the projection)."""
+        return self.head.out_dim or self.encoder.hidden_size
+
+    def meta_params(self) -> dict[str, nn.Parameter]:
+        """The trainable tensors by name (the module's own Parameters: an optimizer updates them in place)."""
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def meta_state_dict(self) -> dict[str, Tensor]:
+        """Meta-parameters plus the fixed temperature buffer: what a checkpoint must hold."""
+        state = {n: p.detach() for n, p in self.meta_params().items()}
+        state["head.log_scale"] = self.head.log_scale.detach()
+        return state
+
+    def load_meta_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Copy tensors into the meta-parameters; names and shapes must match exactly.
+
+        Raises:
+            ValueError: naming missing, unexpected or mis-shaped tensors.
+        """
+        own = dict(self.meta_params())
+        own["head.log_scale"] = self.head.log_scale
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"meta-parameter names differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for n, t in state.items():
+            if tuple(t.shape) != tuple(own[n].shape):
+                raise ValueError(f"{n}: shape {tuple(t.shape)} != expected {tuple(own[n].shape)}")
+        with torch.no_grad():
+            for n, t in state.items():
+                own[n].copy_(t)
+
+    def _adaptable_names(self, cfg: MetaConfig) -> list[str]:
+        names = [
+            n
+            for n, p in self.named_parameters()
+            if p.requires_grad and not n.startswith("inner_lrs.") and n not in _NOT_ADAPTED
+        ]
+        if cfg.effective_head != "proto":
+            names += list(EPISODE_HEAD)
+        return names
+
+    def inner_param_names(self, cfg: MetaConfig | None = None) -> list[str]:
+        """Names of the tensors the inner loop adapts under ``cfg.inner_params``."""
+        cfg = cfg or self.cfg
+        names = self._adaptable_names(cfg)
+        sel = cfg.inner_params
+        if sel == "all":
+            return names
+        is_head = [n.startswith(_HEAD_PREFIXES) for n in names]
+        if sel == "head":
+            return [n for n, h in zip(names, is_head) if h]
+        if sel.startswith("top:"):
+            cut = self.encoder.num_layers - int(sel[4:])
+            layers = [lora_layer_of(n) for n in names]
+            return [n for n, h, i in zip(names, is_head, layers) if h or (i is not None and i >= cut)]
+        pattern = re.compile(sel)
+        return [n for n in names if pattern.search(n)]
+
+    def inner_lrs_for(self, params: Mapping[str, Tensor], names: list[str], cfg: MetaConfig) -> dict:
+        """Per-tensor inner learning rates: learned ones from ``params`` (Meta-SGD) or ``cfg.inner_lr``."""
+        if not cfg.learn_inner_lr:
+            return dict.fromkeys(names, cfg.inner_lr)
+        out = {}
+        for n in names:
+            key = "inner_lrs." + lr_key(n)
+            if key in params:
+                out[n] = params[key]
+            elif lr_key(n) in self.inner_lrs:
+                out[n] = self.inner_lrs[lr_key(n)]
+            else:
+                raise ValueError(f"no learned inner learning rate for {n}; build MetaModel with this config")
+        return out
+
+    def detached_params(self) -> Params:
+        """The meta-parameters as detached tensors (for evaluation-time adaptation)."""
+        return {n: p.detach() for n, p in self.meta_params().items()}
