@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         for j in range(rank, B, world):
             episode = sampler.episode(step * B + j)
             with accelerator.autocast():
-                loss, m = meta_step_loss(model, params, tokenize_episode(encoder, episode, accelerator.device))
+                batch = tokenize_episode(encoder, episode, accelerator.device, cache_frozen=cfg.activation_cache)
+                loss, m = meta_step_loss(model, params, batch)
             if not torch.isfinite(loss):
                 sums[2] += 1  # skipped: its gradient would poison the update
                 continue
