@@ -1,0 +1,199 @@
+"""``xmeta bench``: config validation, YAML + overrides + flags, refusal before any work."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xmeta.bench import BenchConfig, register_method
+from xmeta.cli import build_parser, main
+from xmeta.commands.bench import load_bench_config
+from xmeta.config import ConfigError, load_config
+from xmeta.interfaces import Example, Prediction, label_names_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConstLearner:
+    def adapt(self, support: Sequence[Example], *, seed: int = 0):  # noqa: ANN201
+        names = label_names_of(support)
+
+        class P:
+            label_names = names
+
+            def predict(self, texts: Sequence[str]) -> Prediction:
+                return Prediction(np.zeros(len(texts), int), np.eye(len(names))[np.zeros(len(texts), int)], names)
+
+        return P()
+
+
+register_method("fake-cli", lambda spec, ctx: ConstLearner(), overwrite=True, help="test fake")
+
+
+def parse(argv: list[str]):  # noqa: ANN201
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_help_lists_flags_and_methods(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in (
+        "--config",
+        "--data-dir",
+        "--task",
+        "--langs",
+        "--methods",
+        "--n-way",
+        "--k-shot",
+        "--q-query",
+        "--episodes",
+        "--seed",
+        "--out",
+    ):
+        assert flag in text
+    for method in ("frozen-proto", "finetune", "meta:<run dir>", "icl[:<llm>]", "icl0", "external:<file>"):
+        assert method in text
+
+
+def test_shipped_configs_load_and_open_with_the_command() -> None:
+    lowres = load_config(BenchConfig, ROOT / "eval/configs/sib200_lowres.yaml")
+    assert len(lowres.langs) == 25 and lowres.k_shot == [1, 5, 10] and lowres.n_way == 7 and lowres.q_query == 5
+    assert lowres.episodes_per_lang == 20 and lowres.seed == 0
+    assert lowres.methods == ["frozen-proto", "finetune", "icl:gemma-3-270m"]
+    for name in ("sib200_lowres", "smoke"):
+        first = (ROOT / f"eval/configs/{name}.yaml").read_text().splitlines()
+        assert first[0].startswith("#") and any("xmeta bench --config eval/configs/" in line for line in first[:3])
+
+
+def test_yaml_then_overrides_then_flags(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "b.yaml"
+    cfg_file.write_text("langs: [swh_Latn]\nmethods: [frozen-proto]\nk_shot: 5\nseed: 3\nbootstrap: 500\n")
+    args = parse(
+        [
+            "--config",
+            str(cfg_file),
+            "seed=4",
+            "bootstrap=700",
+            "--seed",
+            "9",
+            "--k-shot",
+            "1,5,10",
+            "--langs",
+            "yor_Latn,hau_Latn",
+            "--methods",
+            "icl:gemma-3-270m,meta:runs/x",
+            "--episodes",
+            "7",
+            "--n-way",
+            "5",
+            "--q-query",
+            "3",
+            "--out",
+            str(tmp_path / "o"),
+            "--data-dir",
+            "/d",
+            "--task",
+            "afrisenti",
+        ]
+    )
+    cfg = load_bench_config(args)
+    assert cfg.seed == 9 and cfg.bootstrap == 700 and cfg.k_shot == [1, 5, 10] and cfg.episodes_per_lang == 7
+    assert cfg.langs == ["yor_Latn", "hau_Latn"] and cfg.methods == ["icl:gemma-3-270m", "meta:runs/x"]
+    assert (cfg.n_way, cfg.q_query, cfg.out, cfg.data_dir, cfg.task) == (5, 3, str(tmp_path / "o"), "/d", "afrisenti")
+    # A scalar K in YAML is one K.
+    assert load_bench_config(parse(["--config", str(cfg_file)])).k_shot == [5]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n-way", "1"], "n_way must be >= 2"),
+        (["--k-shot", "0"], "k_shot"),
+        (["--episodes", "0"], "episodes_per_lang"),
+        (["--methods", "frozen-protoo"], "Did you mean 'frozen-proto'"),
+        (["--methods", "meta"], "meta:<...>"),
+        (["--methods", "frozen-proto:x"], "takes no argument"),
+        (["--langs", "swh_Latn,swh_Latn"], "twice"),
+        (["k_shots=5"], "Did you mean 'k_shot'"),
+        (["method_options={icll: {}}"], "unknown method kind"),
+        (["ci=1.5"], "ci must be"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_work(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the benchmark started despite a bad config")
+
+    monkeypatch.setattr("xmeta.bench.runner.run_bench", no_work)
+    base = ["--langs", "swh_Latn", "--methods", "frozen-proto", "--out", str(tmp_path / "o")]
+    assert main(["bench", *base, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("xmeta bench: error:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_method_options_are_refused_before_episodes_run(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "bench",
+        "--data-dir",
+        str(data_dir),
+        "--langs",
+        "swh_Latn",
+        "--methods",
+        "fake-cli,finetune",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+        "method_options={finetune: {stepz: 3}}",
+    ]
+    assert main(argv) == 2
+    assert "Did you mean 'steps'" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "cells").exists()
+
+
+def test_cli_end_to_end_on_real_data(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    argv = [
+        "bench",
+        "--data-dir",
+        str(data_dir),
+        "--langs",
+        "swh_Latn,yor_Latn",
+        "--methods",
+        "fake-cli",
+        "--k-shot",
+        "1,2",
+        "--q-query",
+        "2",
+        "--episodes",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "bootstrap=200",
+    ]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "K=1 fake-cli: 14.3" in text and "K=2 fake-cli: 14.3" in text
+    res = json.loads((out / "results.json").read_text())
+    assert res["k_shot"] == [1, 2] and res["config"]["bootstrap"] == 200
+    resolved = load_config(BenchConfig, out / "config.yaml")
+    assert resolved.langs == ["swh_Latn", "yor_Latn"] and resolved.k_shot == [1, 2]
+    for name in ("results.md", "accuracy_by_lang_k1.png", "accuracy_by_lang_k2.png", "accuracy_vs_k.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_config_errors_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match="q_query"):
+        load_config(BenchConfig, None, ["langs=swh_Latn", "q_query=0"])
+    with pytest.raises(ValueError, match="langs must list"):
+        BenchConfig(langs=[])

@@ -1,0 +1,112 @@
+"""``xmeta bench``: methods side by side on identical few-shot episodes, with intervals and cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+EPILOG = """\
+methods (--methods, comma-separated):
+  frozen-proto           prototypes of the frozen encoder (the floor)
+  finetune               LoRA fine-tuning on the support set
+  meta:<run dir>         a meta-trained checkpoint (meta:default = $XMETA_META_DEFAULT or the cache)
+  icl[:<llm>]            in-context learning, the support set as demonstrations (default gemma-3-270m)
+  icl0[:<llm>]           zero-shot prompting
+  external:<file>        predictions made elsewhere (JSONL/CSV with uid,label), scored where they exist
+
+precedence: dataclass defaults < --config YAML < key=value overrides < flags.
+Finished method x K x language cells are stored under OUT/cells and never recomputed: rerun the
+same command to resume. Outputs: OUT/results.json, results.md, accuracy_*.png, config.yaml.
+
+examples:
+  xmeta bench --config eval/configs/smoke.yaml
+  xmeta bench --config eval/configs/sib200_lowres.yaml --methods frozen-proto,icl --k-shot 1,5
+  xmeta bench --task sib200 --langs swh_Latn,yor_Latn --methods frozen-proto --episodes 5 bootstrap=5000
+"""
+
+# flag dest -> BenchConfig field
+FLAGS = {
+    "data_dir": "data_dir",
+    "task": "task",
+    "langs": "langs",
+    "methods": "methods",
+    "n_way": "n_way",
+    "k_shot": "k_shot",
+    "q_query": "q_query",
+    "episodes": "episodes_per_lang",
+    "seed": "seed",
+    "out": "out",
+}
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark methods on identical few-shot episodes (accuracy, macro-F1, 95%% CIs, cost)",
+        description=(
+            "Run N-way K-shot episodes per language (support from dev, queries from test by default), "
+            "identical for every method; report accuracy and macro-F1 with bootstrap 95%% intervals per "
+            "language and for the mean over languages, plus seconds per episode, ms per query and peak RSS."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="YAML", help="benchmark config (fields of xmeta.bench.BenchConfig)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bootstrap=5000")
+    p.add_argument("--data-dir", help="directory holding the corpora (default: $XMETA_DATA_DIR)")
+    p.add_argument("--task", help="corpus: sib200, afrisenti or files")
+    p.add_argument("--langs", type=_csv, metavar="A,B,C", help="evaluation languages, e.g. swh_Latn,yor_Latn")
+    p.add_argument("--methods", type=_csv, metavar="M1,M2", help="method specs (see below)")
+    p.add_argument("--n-way", type=int, metavar="N", help="classes per episode")
+    p.add_argument(
+        "--k-shot",
+        type=lambda v: [int(x) for x in _csv(v)],
+        metavar="K[,K...]",
+        help="shots per class, one or several (1,5,10)",
+    )
+    p.add_argument("--q-query", type=int, metavar="Q", help="queries per class")
+    p.add_argument("--episodes", type=int, metavar="E", help="episodes per language (and per K)")
+    p.add_argument("--seed", type=int, help="fixes the episodes and the bootstrap")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: runs/bench)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The flags that were given, as ``field=<JSON>`` overrides (JSON is YAML, so strings stay strings)."""
+    out = []
+    for dest, field in FLAGS.items():
+        value: Any = getattr(args, dest, None)
+        if value is not None:
+            out.append(f"{field}={json.dumps(value)}")
+    return out
+
+
+def load_bench_config(args: argparse.Namespace):  # -> BenchConfig
+    """The resolved config from --config, KEY=VALUE overrides and flags (raises ConfigError)."""
+    from xmeta.bench.config import BenchConfig
+    from xmeta.config import load_config
+
+    return load_config(BenchConfig, args.config, [*args.overrides, *flag_overrides(args)])
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_bench_config(args)  # a bad value stops here, before any data or model is loaded
+    from xmeta.bench.report import per_k
+    from xmeta.bench.runner import run_bench
+
+    results = run_bench(cfg, progress=not args.no_progress)
+    for k, res in per_k(results).items():
+        for m in res["methods"].values():
+            acc, ci = m["mean_accuracy"], m["mean_ci95"]
+            score = "failed" if acc is None else f"{100 * acc:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+            flag = "" if m["complete"] else f" ({len(m['failed'])} language(s) failed)"
+            sys.stdout.write(f"K={k} {m['display']}: {score}{flag}\n")
+    sys.stdout.write(f"results: {cfg.out}/results.json, {cfg.out}/results.md\n")
+    return 0
