@@ -152,3 +152,25 @@ def test_meta_training_lowers_post_adaptation_query_loss(algorithm: str) -> None
             opt.step()
         after.append(_eval_loss(model, val))
     assert np.mean(after) < np.mean(before) - 0.05, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("meta_cfg", "memoised"),
+    [
+        (MetaConfig(algorithm="protonet"), True),
+        (MetaConfig(algorithm="protomaml", inner_steps=2, inner_params="head"), True),
+        (MetaConfig(algorithm="protomaml", inner_steps=2, inner_params="all"), False),
+    ],
+)
+def test_feature_memo_gives_the_same_predictions(meta_cfg, memoised):
+    enc = toy_encoder()
+    randomize_adapters(enc, seed=3)
+    model = MetaModel(enc, meta_cfg)
+    learner = MetaLearner(model)
+    assert (learner.memo is not None) == memoised
+    ep = toy_episode(0, seed=5)
+    texts = [q.text for q in ep.query]
+    got = learner.adapt(ep.support, seed=1).predict(texts)
+    learner.memo = None  # the uncached path
+    ref = learner.adapt(ep.support, seed=1).predict(texts)
+    np.testing.assert_allclose(got.probs, ref.probs, rtol=1e-9, atol=1e-12)

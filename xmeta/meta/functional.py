@@ -33,7 +33,13 @@ def subdict(params: Mapping[str, Tensor], prefix: str) -> Params:
 
 
 def encoder_features(model: MetaModel, params: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
-    """Pooled encoder embeddings computed with the adapter tensors in ``params``."""
+    """Pooled encoder embeddings computed with the adapter tensors in ``params``.
+
+    A batch holding ``features`` is already encoded (``xmeta.meta.learners.FeatureMemo``: valid
+    only while the encoder tensors in ``params`` are the ones the features were computed with).
+    """
+    if "features" in batch:
+        return batch["features"]
     return functional_call(model.encoder, subdict(params, "encoder."), args=(), kwargs=dict(batch))
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from xmeta.interfaces import Example, Prediction, label_names_of
 from xmeta.meta.config import MetaConfig
-from xmeta.meta.functional import EPISODE_HEAD, Params
+from xmeta.meta.functional import EPISODE_HEAD, Params, encoder_features
 from xmeta.meta.maml import AdaptedState, adapt_episode, episode_logits
 from xmeta.meta.model import MetaModel
 from xmeta.models.encoder import Encoder, EncoderConfig
@@ -59,6 +59,37 @@ def _support_tensors(encoder: Encoder, support: Sequence[Example], cache_frozen:
     return batch, torch.tensor([e.label for e in support], dtype=torch.long, device=encoder.device)
 
 
+class FeatureMemo:
+    """Encoder features by text, for learners whose encoder tensors never change at test time.
+
+    Frozen prototypes, ProtoNet and head-only (ANIL-style) adaptation encode every sentence
+    with the same encoder, so a benchmark that reuses sentences across episodes (support from
+    dev, queries from test) encodes each once. Unique texts are encoded sorted by length so a
+    batch pads to similar lengths.
+    """
+
+    def __init__(self, model: MetaModel, batch_size: int = 64, max_items: int = 500_000) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.max_items = max_items
+        self._store: dict[str, Tensor] = {}
+
+    @torch.no_grad()
+    def batch(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """``{"features": (len(texts), d)}``, encoding only texts not seen before."""
+        missing = sorted({t for t in texts if t not in self._store}, key=len)
+        if len(self._store) + len(missing) > self.max_items:
+            self._store.clear()  # bounded memory for long-lived learners; recomputing is always correct
+            missing = sorted(set(texts), key=len)
+        enc, params = self.model.encoder, self.model.detached_params()
+        with eval_mode(self.model):
+            for i in range(0, len(missing), self.batch_size):
+                chunk = missing[i : i + self.batch_size]
+                feats = encoder_features(self.model, params, enc.tokenize(chunk))
+                self._store.update(zip(chunk, feats))
+        return {"features": torch.stack([self._store[t] for t in texts])}
+
+
 class EpisodePredictor:
     """Classifies texts with an adapted state (prototypes or a linear episode head).
 
@@ -76,12 +107,14 @@ class EpisodePredictor:
         label_names: tuple[str, ...],
         cfg: MetaConfig | None = None,
         batch_size: int = 64,
+        memo: FeatureMemo | None = None,
     ) -> None:
         self.model = model
         self.state = state
         self.label_names = tuple(label_names)
         self.cfg = cfg or model.cfg
         self.batch_size = batch_size
+        self.memo = memo
 
     @torch.no_grad()
     def logits(self, texts: Sequence[str]) -> Tensor:
@@ -89,10 +122,13 @@ class EpisodePredictor:
         enc = self.model.encoder
         with eval_mode(self.model):
             outs = [
-                episode_logits(self.model, self.state, enc.tokenize(texts[i : i + self.batch_size]), self.cfg)
+                episode_logits(self.model, self.state, self._batch(texts[i : i + self.batch_size]), self.cfg)
                 for i in range(0, len(texts), self.batch_size)
             ]
         return torch.cat(outs) if outs else torch.zeros(0, len(self.label_names))
+
+    def _batch(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        return self.memo.batch(texts) if self.memo is not None else self.model.encoder.tokenize(texts)
 
     def predict(self, texts: Sequence[str]) -> Prediction:
         """Labels and class probabilities for ``texts``."""
@@ -116,6 +152,10 @@ class MetaLearner:
         self.model = model
         self.batch_size = batch_size
         self.inner_steps = model.cfg.effective_eval_inner_steps if inner_steps is None else inner_steps
+        adapted = model.inner_param_names(model.cfg) if model.cfg.spec.inner_loop and self.inner_steps else []
+        # Encoder tensors fixed at test time -> every text has one embedding: memoise it.
+        fixed = not any(n.startswith("encoder.") for n in adapted)
+        self.memo = FeatureMemo(model, batch_size) if fixed else None
 
     @property
     def cfg(self) -> MetaConfig:
@@ -125,7 +165,11 @@ class MetaLearner:
         """The adapted (detached) tensors for ``support``."""
         label_names = label_names_of(support)
         with eval_mode(self.model), seeded(seed, self.model.encoder.device), torch.enable_grad():
-            batch, labels = _support_tensors(self.model.encoder, support, cache_frozen=True)
+            if self.memo is not None:
+                batch = self.memo.batch([e.text for e in support])
+                labels = torch.tensor([e.label for e in support], dtype=torch.long, device=self.model.encoder.device)
+            else:
+                batch, labels = _support_tensors(self.model.encoder, support, cache_frozen=True)
             state = adapt_episode(
                 self.model,
                 self.model.detached_params(),
@@ -140,7 +184,7 @@ class MetaLearner:
     def adapt(self, support: Sequence[Example], *, seed: int = 0) -> EpisodePredictor:
         """Adapt to ``support`` (labels ``0..N-1``) and return a predictor."""
         state = self.adapt_state(support, seed=seed)
-        return EpisodePredictor(self.model, state, label_names_of(support), batch_size=self.batch_size)
+        return EpisodePredictor(self.model, state, label_names_of(support), batch_size=self.batch_size, memo=self.memo)
 
     def save(self, directory: str | Path, *, extra: dict | None = None) -> Path:
         from xmeta.meta.checkpoint import save_meta_model
