@@ -119,7 +119,6 @@ class EpisodePredictor:
     @torch.no_grad()
     def logits(self, texts: Sequence[str]) -> Tensor:
         """Logits ``(len(texts), N)`` on the encoder's device."""
-        enc = self.model.encoder
         with eval_mode(self.model):
             outs = [
                 episode_logits(self.model, self.state, self._batch(texts[i : i + self.batch_size]), self.cfg)
