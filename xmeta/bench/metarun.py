@@ -14,7 +14,6 @@ method before any model loads, and a run whose training data cannot be found is 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +50,10 @@ class MetaRun:
 
 
 def default_run_dir() -> Path:
-    """Where ``meta:default`` lives: ``$XMETA_META_DEFAULT``, else ``<xmeta cache>/runs/default``."""
-    env = os.environ.get(DEFAULT_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XMETA_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "xmeta") / "runs" / "default"
+    """Where ``meta:default`` lives: ``$XMETA_META_DEFAULT``, else the adapter shipped in ``xmeta/assets/default``."""
+    from xmeta.adaptation.source import default_model_dir
+
+    return default_model_dir()
 
 
 def resolve_run_dir(arg: str) -> Path:

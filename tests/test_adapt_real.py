@@ -1,0 +1,59 @@
+"""Slow: adapt the real default encoder (multilingual-e5-small), meta-trained for 2 steps, to
+Swahili from 7x5 SIB-200 dev sentences through the CLI; predict the test split; reload via the API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from adapt_fixtures import train_real_run
+
+import xmeta
+from xmeta.cli import main as xmeta_main
+from xmeta.data.readers import read_rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # As in test_meta_real: one intra-op thread is 2-3x faster than two on the shared 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory, data_dir: Path) -> Path:
+    return train_real_run(tmp_path_factory.mktemp("real") / "run", data_dir)
+
+
+def test_adapt_swahili_from_7x5_examples(real_run, data_dir, tmp_path, capsys):
+    lang_dir = data_dir / "sib200" / "annotated" / "swh_Latn"
+    out = tmp_path / "swh"
+    # the whole dev split with a 5-per-class cap: the deterministic subsample picks the 7x5 support set
+    argv = ["adapt", "--support", str(lang_dir / "dev.tsv"), "--label-column", "category", "--max-per-class", "5",
+            "--lang", "swh_Latn", "--model", str(real_run), "--out", str(out)]  # fmt: skip
+    assert xmeta_main(argv) == 0
+    assert "adapted to 7 labels from 35 examples (swh_Latn)" in capsys.readouterr().out
+    meta = json.loads((out / "xmeta_adapted.json").read_text(encoding="utf-8"))
+    assert set(meta["support"]["per_class"].values()) == {5} and meta["encoder"]["model"] == "multilingual-e5-small"
+    assert "Swahili" in (out / "README.md").read_text(encoding="utf-8")
+    assert sum(p.stat().st_size for p in out.iterdir()) < 2_000_000  # adapters + head only, no backbone
+
+    preds = tmp_path / "preds.jsonl"
+    assert (
+        xmeta_main(["predict", "--model", str(out), "--input", str(lang_dir / "test.tsv"), "--output", str(preds)]) == 0
+    )
+    rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
+    gold = [r.values[1] for r in read_rows(lang_dir / "test.tsv", ["text", "category"])]
+    assert len(rows) == len(gold) == 204
+    acc = float(np.mean([r["label"] == g for r, g in zip(rows, gold)]))
+    assert acc > 0.25, acc  # chance is 1/7; even barely meta-trained, e5 prototypes are far above it
+
+    again = xmeta.load_predictor(out).predict([r["text"] for r in rows[:30]])
+    assert again.names() == [r["label"] for r in rows[:30]]

@@ -1,0 +1,195 @@
+"""``AdaptedPredictor``: a meta-trained encoder adapted to one support set, savable and reloadable.
+
+It wraps ``xmeta.meta.EpisodePredictor`` (same logits as the benchmark's ``meta:`` method) and
+adds what a user of the result needs: length-sorted batching for large inputs, ``save`` to the
+artifact format of ``xmeta.adaptation.artifact`` and ``load`` from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmeta.adaptation.artifact import (
+    PROTOTYPES,
+    WEIGHTS_FILE,
+    load_tensors,
+    model_card,
+    now,
+    read_metadata,
+    write_artifact,
+)
+from xmeta.config import ConfigError, from_dict, to_dict
+from xmeta.errors import InputError
+from xmeta.interfaces import Prediction
+from xmeta.meta.config import MetaConfig
+from xmeta.meta.functional import EPISODE_HEAD
+from xmeta.meta.learners import EpisodePredictor
+from xmeta.meta.maml import AdaptedState
+from xmeta.meta.model import MetaModel
+from xmeta.models.encoder import Encoder, EncoderConfig
+
+logger = logging.getLogger(__name__)
+
+_LOG_SCALE = "head.log_scale"
+
+
+def artifact_tensors(model: MetaModel, state: AdaptedState) -> dict[str, Any]:
+    """What an artifact stores of an adapted state: adapters and head tensors, no inner learning rates."""
+    # Meta-SGD's inner learning rates only matter while adapting; the temperature is stored even
+    # when it is a fixed buffer, so that the artifact alone decides the logits.
+    tensors = {k: v for k, v in state.params.items() if not k.startswith("inner_lrs.")}
+    tensors.setdefault(_LOG_SCALE, model.head.log_scale.detach())
+    if state.prototypes is not None:
+        tensors[PROTOTYPES] = state.prototypes
+    return tensors
+
+
+def expected_shapes(model: MetaModel, n_way: int) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors an artifact of ``model`` with ``n_way`` classes must hold."""
+    shapes = {n: tuple(p.shape) for n, p in model.meta_params().items() if not n.startswith("inner_lrs.")}
+    shapes[_LOG_SCALE] = tuple(model.head.log_scale.shape)
+    if model.cfg.effective_head == "proto":
+        shapes[PROTOTYPES] = (n_way, model.embed_dim)
+    else:
+        shapes[EPISODE_HEAD[0]] = (n_way, model.embed_dim)
+        shapes[EPISODE_HEAD[1]] = (n_way,)
+    return shapes
+
+
+class AdaptedPredictor:
+    """A classifier adapted to one support set (implements the ``Predictor`` protocol).
+
+    Args:
+        model: the meta-model (frozen encoder + head structure) the state belongs to.
+        state: adapted tensors (detached).
+        label_names: class names by label id.
+        metadata: JSON-able facts for the artifact (language, support statistics, source model).
+        batch_size: texts per forward pass.
+        meta_config: the algorithm settings to record (default ``model.cfg``).
+
+    Attributes:
+        label_names: class names by label id.
+        lang: language code of the support set.
+        metadata: what ``save`` writes to ``xmeta_adapted.json`` (besides the format tag).
+    """
+
+    def __init__(
+        self,
+        model: MetaModel,
+        state: AdaptedState,
+        label_names: Sequence[str],
+        *,
+        metadata: dict[str, Any] | None = None,
+        batch_size: int = 64,
+        meta_config: MetaConfig | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        self.model = model
+        self.state = state
+        self.label_names = tuple(label_names)
+        self.metadata = dict(metadata or {})
+        self.meta_config = meta_config or model.cfg
+        self._episode = EpisodePredictor(model, state, self.label_names, batch_size=batch_size)
+
+    @property
+    def lang(self) -> str:
+        return str(self.metadata.get("lang", "und"))
+
+    @property
+    def batch_size(self) -> int:
+        return self._episode.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        if value < 1:
+            raise InputError(f"batch size must be >= 1, got {value}")
+        self._episode.batch_size = value
+
+    def predict(self, texts: Sequence[str]) -> Prediction:
+        """Labels and class probabilities for ``texts`` (in input order).
+
+        Texts are run in batches of similar length (then put back in order): an encoder that pads
+        a batch to its longest text then wastes little compute when lengths vary.
+        """
+        if isinstance(texts, str):
+            raise TypeError("predict takes a sequence of texts, not a single string")
+        texts = list(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        pred = self._episode.predict([texts[i] for i in order])
+        probs = np.empty_like(pred.probs)
+        probs[order] = pred.probs
+        labels = probs.argmax(axis=1).astype(np.int64) if len(probs) else np.zeros(0, dtype=np.int64)
+        return Prediction(labels, probs, self.label_names)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the artifact (safetensors + JSON + model card) to ``directory``; returns it."""
+        meta = {
+            **self.metadata,
+            "label_names": list(self.label_names),
+            "encoder": to_dict(self.model.encoder.cfg),
+            "meta": to_dict(self.meta_config),
+        }
+        meta.setdefault("created", now())
+        return write_artifact(directory, artifact_tensors(self.model, self.state), meta, model_card(meta))
+
+    @classmethod
+    def load(cls, directory: str | Path, *, encoder: Encoder | None = None, batch_size: int = 64) -> AdaptedPredictor:
+        """Rebuild a predictor from an artifact (the backbone comes from the encoder config via the zoo).
+
+        Args:
+            directory: written by ``save`` / ``xmeta adapt --out``.
+            encoder: an already built encoder with the same adapter layout (skips loading the backbone).
+            batch_size: texts per forward pass.
+
+        Raises:
+            InputError: missing files, unsupported format version, invalid configs, or tensors that do
+                not fit the model.
+        """
+        root = Path(directory)
+        meta = read_metadata(root)
+        try:
+            enc_cfg = from_dict(EncoderConfig, meta["encoder"], prefix="encoder.")
+            meta_cfg = from_dict(MetaConfig, meta["meta"], prefix="meta.")
+        except ConfigError as err:
+            raise InputError(f"{root}: {err}") from None
+        # Tensors before the encoder: a corrupt file is reported before the (slow) backbone load.
+        tensors = load_tensors(root)
+        if encoder is None:
+            encoder = Encoder.from_config(enc_cfg)
+        # Zero inner steps: prediction never differentiates through adaptation, so a second-order
+        # algorithm must not switch the encoder to (slower) eager attention here.
+        model = MetaModel(encoder, dataclasses.replace(meta_cfg, inner_steps=0, eval_inner_steps=0))
+        label_names = tuple(meta["label_names"])
+        want = expected_shapes(model, len(label_names))
+        missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+        if missing or unexpected:
+            raise InputError(
+                f"{root / WEIGHTS_FILE}: tensors do not fit the stored configs "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        for name, shape in want.items():
+            if tuple(tensors[name].shape) != shape:
+                raise InputError(
+                    f"{root / WEIGHTS_FILE}: {name} has shape {tuple(tensors[name].shape)}, expected {shape}"
+                )
+        protos = tensors.pop(PROTOTYPES, None)
+        params = {k: v.to(encoder.device, encoder.dtype) for k, v in tensors.items()}
+        state = AdaptedState(params, None if protos is None else protos.to(encoder.device, encoder.dtype))
+        keep = {k: v for k, v in meta.items() if k not in ("format", "label_names", "encoder", "meta")}
+        return cls(model, state, label_names, metadata=keep, batch_size=batch_size, meta_config=meta_cfg)
+
+
+def load_predictor(directory: str | Path, *, batch_size: int = 64) -> AdaptedPredictor:
+    """Load an adapted model saved by ``AdaptedPredictor.save`` or ``xmeta adapt --out``.
+
+    Raises:
+        InputError: see ``AdaptedPredictor.load``.
+    """
+    return AdaptedPredictor.load(directory, batch_size=batch_size)
