@@ -11,7 +11,7 @@ EPILOG = """\
 methods (--methods, comma-separated):
   frozen-proto           prototypes of the frozen encoder (the floor)
   finetune               LoRA fine-tuning on the support set
-  meta:<run dir>         a meta-trained checkpoint (meta:default = $XMETA_META_DEFAULT or the cache)
+  meta:<run dir>         a meta-trained checkpoint (meta:default = the adapter shipped with xmeta)
   icl[:<llm>]            in-context learning, the support set as demonstrations (default gemma-3-270m)
   icl0[:<llm>]           zero-shot prompting
   external:<file>        predictions made elsewhere (JSONL/CSV with uid,label), scored where they exist
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="benchmark methods on identical few-shot episodes (accuracy, macro-F1, 95%% CIs, cost)",
         description=(
             "Run N-way K-shot episodes per language (support from dev, queries from test by default), "
-            "identical for every method; report accuracy and macro-F1 with bootstrap 95%% intervals per "
+            "identical for every method; report accuracy and macro-F1 with bootstrap 95% intervals per "
             "language and for the mean over languages, plus seconds per episode, ms per query and peak RSS."
         ),
         epilog=EPILOG,
