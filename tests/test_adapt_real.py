@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from adapt_fixtures import train_real_run
 
 import xmeta
@@ -16,15 +15,6 @@ from xmeta.cli import main as xmeta_main
 from xmeta.data.readers import read_rows
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # As in test_meta_real: one intra-op thread is 2-3x faster than two on the shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,6 @@ from xmeta.meta.toy import randomize_adapters, toy_encoder, vocabulary
 from xmeta.models.encoder import Encoder, EncoderConfig, lora_layer_of
 from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
-    # spin-waiting made these tests ~50x slower with 2 threads.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = EncoderConfig(model="tiny", text_prefix="", lora_r=2, lora_alpha=2.0, dtype="float64")
 TEXTS = ["k0x1 w3 w4", "w5 k1x2 w6 w7 w8 w9", "k2x0"]
 

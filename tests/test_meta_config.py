@@ -5,21 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from xmeta.config import ConfigError, from_dict
 from xmeta.meta import ALGORITHMS, MetaConfig, MetaModel
 from xmeta.meta.toy import toy_encoder
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
-    # spin-waiting made these tests ~50x slower with 2 threads.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_registry_names() -> None:

@@ -22,16 +22,6 @@ from xmeta.meta.toy import randomize_adapters, toy_encoder, toy_episode
 from xmeta.models.heads import proto_logits, prototypes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
-    # spin-waiting made these tests ~50x slower with 2 threads.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(seed: int = 0, **cfg: object) -> MetaModel:
     enc = toy_encoder(seed=seed)
     randomize_adapters(enc, std=0.2, seed=seed)  # non-zero B: A's first inner gradient is not zero

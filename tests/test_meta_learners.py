@@ -27,17 +27,6 @@ from xmeta.meta import (
 from xmeta.meta.checkpoint import CONFIG_FILE
 from xmeta.meta.toy import randomize_adapters, toy_encoder, toy_episode
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
-    # spin-waiting made these tests ~50x slower with 2 threads.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 EP = toy_episode(5, n_way=4, k_shot=3, q_query=4)
 QUERY = [e.text for e in EP.query]
 

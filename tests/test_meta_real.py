@@ -36,16 +36,6 @@ def sib_episode(path: Path, *, n_way: int = 7, k_shot: int = 5, q_query: int = 5
     return Episode(0, lang, lang, tuple(cats), tuple(support), tuple(query), seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On the shared 2-core machine one intra-op thread was 2-3x faster than two (OpenMP spin-waits
-    # under contention); on an idle machine it costs at most ~2x.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
     return Encoder.from_config(EncoderConfig(max_length=64))  # the default: e5-small, LoRA r=8 on q/v
