@@ -47,3 +47,16 @@ def test_adapt_swahili_from_7x5_examples(real_run, data_dir, tmp_path, capsys):
 
     again = xmeta.load_predictor(out).predict([r["text"] for r in rows[:30]])
     assert again.names() == [r["label"] for r in rows[:30]]
+
+
+def test_shipped_default_adapter_works_right_after_install(data_dir, tmp_path):
+    """`--model default` is the meta-trained adapter inside the package: no training needed."""
+    lang_dir = data_dir / "sib200" / "annotated" / "yor_Latn"
+    out = tmp_path / "yor"
+    argv = ["adapt", "--support", str(lang_dir / "dev.tsv"), "--label-column", "category", "--max-per-class", "5",
+            "--lang", "yor_Latn", "--model", "default", "--out", str(out)]  # fmt: skip
+    assert xmeta_main(argv) == 0
+    rows = read_rows(lang_dir / "test.tsv", ["text", "category"])[:70]
+    pred = xmeta.load_predictor(out).predict([r.values[0] for r in rows])
+    acc = float(np.mean(np.array(pred.names()) == np.array([r.values[1] for r in rows])))
+    assert acc > 2 / 7, acc  # chance is 1/7

@@ -50,11 +50,17 @@ def peft_adapter(tensors: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
 
 def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
     d, m = cfg.data, cfg.meta
+    inner = (
+        f"inner steps {m.inner_steps}, inner lr {m.inner_lr}, inner params {m.inner_params!r}; "
+        if m.spec.inner_loop
+        else ""
+    )
+    proj = f", projection {m.projection_dim}" if m.projection_dim else ""
     val = f"{state['best_val']:.4f} (step {state['best_step']})" if state.get("best_step", -1) >= 0 else "not run"
     return f"""# xmeta meta-trained adapter
 
 - encoder: `{cfg.encoder.model}` ({cfg.encoder.pooling} pooling, prefix {cfg.encoder.text_prefix!r}), LoRA r={cfg.encoder.lora_r} on {", ".join(cfg.encoder.target_modules)}, layers {cfg.encoder.layers_to_transform or (f"top {cfg.encoder.lora_top_layers}" if cfg.encoder.lora_top_layers else "all")}
-- algorithm: `{m.algorithm}` (inner steps {m.inner_steps}, inner lr {m.inner_lr}, inner params {m.inner_params!r}, head {m.effective_head}, distance {m.distance})
+- algorithm: `{m.algorithm}` ({inner}head {m.effective_head}, distance {m.distance}{proj})
 - data: `{d.task}`, {d.n_way}-way {d.k_shot}-shot {d.q_query}-query episodes
 - meta-training languages ({len(d.train_langs)}, train split): {", ".join(d.train_langs)}
 - meta-validation languages (dev split): {", ".join(d.val_langs) or "none"}
