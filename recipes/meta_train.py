@@ -33,7 +33,7 @@ from transformers import get_scheduler
 from xmeta.config import ConfigError, load_config, save_config, to_dict
 from xmeta.data import EpisodeSampler, load_task
 from xmeta.errors import XmetaError
-from xmeta.meta import MetaLearner, MetaModel, meta_step_loss, save_meta_model, tokenize_episode
+from xmeta.meta import MetaLearner, MetaModel, activation_cache_for, meta_step_loss, save_meta_model, tokenize_episode
 from xmeta.models.encoder import Encoder
 from xmeta.training import checkpoint as ckpt
 from xmeta.training.artifact import write_artifact
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler, val_episodes = build_samplers(cfg)
         encoder = Encoder.from_config(cfg.encoder)
     model = MetaModel(encoder, cfg.meta).to(accelerator.device)
+    frozen_cache = activation_cache_for(encoder, cfg.activation_cache)  # frozen layers' output, once per example
     params = model.meta_params()
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.optim.outer_lr, weight_decay=cfg.optim.weight_decay)
     scheduler = make_scheduler(cfg, optimizer)
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         for j in range(rank, B, world):
             episode = sampler.episode(step * B + j)
             with accelerator.autocast():
-                batch = tokenize_episode(encoder, episode, accelerator.device, cache_frozen=cfg.activation_cache)
+                batch = tokenize_episode(encoder, episode, accelerator.device, cache_frozen=frozen_cache)
                 loss, m = meta_step_loss(model, params, batch)
             if not torch.isfinite(loss):
                 sums[2] += 1  # skipped: its gradient would poison the update

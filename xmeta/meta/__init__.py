@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from xmeta.meta.cache import ActivationCache, activation_cache_for
 from xmeta.meta.checkpoint import load_meta_model, read_meta_config, save_meta_model
 from xmeta.meta.config import MetaConfig
 from xmeta.meta.functional import EPISODE_HEAD, encoder_features, project, sgd_inner_loop
@@ -28,6 +29,7 @@ from xmeta.meta.registry import ALGORITHMS, AlgorithmSpec
 __all__ = [
     "ALGORITHMS",
     "EPISODE_HEAD",
+    "ActivationCache",
     "AdaptedState",
     "AlgorithmSpec",
     "EpisodePredictor",
@@ -39,6 +41,7 @@ __all__ = [
     "MetaLearner",
     "MetaModel",
     "accumulate_meta_gradients",
+    "activation_cache_for",
     "adapt_episode",
     "encoder_features",
     "episode_logits",

@@ -29,6 +29,10 @@ class MetaConfig:
         temperature: logits are divided by it; None = 1 for euclidean, 0.1 for cosine.
         learn_temperature: meta-learn the temperature.
         projection_dim: add a meta-learned linear projection ``d -> projection_dim``.
+        recompute_inner_steps: second order only: keep no inner step's graph and recompute each
+            step in the outer backward (``xmeta.meta.recompute``): the same meta-gradient with the
+            peak memory of one inner step instead of all of them, for ~1 extra forward + backward
+            per step.
     """
 
     algorithm: str = "protomaml"
@@ -43,6 +47,7 @@ class MetaConfig:
     temperature: float | None = None
     learn_temperature: bool = False
     projection_dim: int | None = None
+    recompute_inner_steps: bool = True
 
     def __post_init__(self) -> None:
         try:

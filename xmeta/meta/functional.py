@@ -66,6 +66,7 @@ def sgd_inner_loop(
     steps: int,
     lrs: Mapping[str, Tensor | float],
     first_order: bool,
+    recompute: bool = False,
 ) -> tuple[Params, list[Tensor]]:
     """``steps`` plain SGD steps on ``loss_fn`` over the tensors ``names``; the others pass through.
 
@@ -74,9 +75,18 @@ def sgd_inner_loop(
     constants: the outer gradient at the adapted tensors flows back to the initial ones with an
     identity Jacobian (FOMAML), and learned learning rates in ``lrs`` still get a gradient.
 
+    With ``recompute`` (second order only), no step's graph is kept: the outer backward
+    recomputes one step at a time (``xmeta.meta.recompute``): the same meta-gradient with the
+    peak memory of a single inner step, for one extra forward + backward per step. Every
+    differentiable input of ``loss_fn`` must then come through ``params``.
+
     Returns:
         The adapted params dict and the detached support losses before each step.
     """
+    if recompute and not first_order and steps > 0:
+        from xmeta.meta.recompute import recomputed_sgd_loop
+
+        return recomputed_sgd_loop(loss_fn, params, names, steps=steps, lrs=lrs)
     fast: Params = dict(params)
     for n in names:
         p = fast[n]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xmeta.interfaces import Episode
+from xmeta.meta.cache import ActivationCache
 from xmeta.meta.config import MetaConfig
 from xmeta.meta.functional import (
     EPISODE_HEAD_BIAS,
@@ -39,7 +40,7 @@ from xmeta.meta.model import MetaModel
 from xmeta.models.encoder import Encoder
 from xmeta.models.heads import head_features, linear_head_from_prototypes, linear_logits, proto_logits, prototypes
 
-Batch = Mapping[str, Tensor | int]  # token tensors, or cached hidden states + start_layer
+Batch = Mapping[str, Tensor | int]  # token tensors, or cached hidden states (+ lengths if packed) + start_layer
 
 
 @dataclass
@@ -66,26 +67,42 @@ class EpisodeTensors:
 
 
 def tokenize_episode(
-    encoder: Encoder, episode: Episode, device: torch.device | None = None, *, cache_frozen: bool = False
+    encoder: Encoder,
+    episode: Episode,
+    device: torch.device | None = None,
+    *,
+    cache_frozen: bool | ActivationCache = False,
 ) -> EpisodeTensors:
     """Tokenise an ``Episode`` once (re-use it across inner steps and the outer loss).
 
-    With ``cache_frozen``, the batches carry the hidden states entering the lowest adapted layer
-    instead of tokens (``Encoder.cache_frozen_layers``): same results, and with adapters on the
-    top L layers only, each inner step runs L layers instead of all.
+    Args:
+        encoder: the encoder whose tokenizer (and frozen layers) prepare the batches.
+        episode: the episode.
+        device: where the tensors go; default the encoder's device.
+        cache_frozen: ``False``: token tensors (every forward runs all layers). ``True``: the
+            hidden states entering the lowest adapted layer, computed for this episode
+            (``Encoder.cache_frozen_layers``), packed without padding on BERT-style encoders.
+            An ``ActivationCache``: the same hidden states from a run-long cache keyed by example
+            uid (computed once per example for the whole run). Same results in every case (up to
+            float round-off, or the cache's storage precision); with adapters in the top L layers
+            only, each forward then runs L layers instead of all.
     """
     device = device or encoder.device
 
     def labels(examples: Sequence) -> Tensor:
         return torch.tensor([e.label for e in examples], dtype=torch.long, device=device)
 
-    def batch(examples: Sequence) -> dict:
-        tokens = encoder.tokenize([e.text for e in examples], device)
-        return encoder.cache_frozen_layers(tokens) if cache_frozen else tokens
+    if isinstance(cache_frozen, ActivationCache):
+        cache_frozen.fill([*episode.support, *episode.query])  # computes only the examples not seen before
+        support, query = (cache_frozen.batch(ex, device, fill=False) for ex in (episode.support, episode.query))
+    else:
 
-    return EpisodeTensors(
-        batch(episode.support), labels(episode.support), batch(episode.query), labels(episode.query), episode.n_way
-    )
+        def batch(examples: Sequence) -> dict:
+            tokens = encoder.tokenize([e.text for e in examples], device)
+            return encoder.cache_frozen_layers(tokens, packed=True) if cache_frozen else tokens
+
+        support, query = batch(episode.support), batch(episode.query)
+    return EpisodeTensors(support, labels(episode.support), query, labels(episode.query), episode.n_way)
 
 
 @dataclass
@@ -177,7 +194,12 @@ def adapt_episode(
     losses: list[Tensor] = []
     if steps > 0:
         lrs = model.inner_lrs_for(params, names, cfg)
-        fast, losses = sgd_inner_loop(support_loss, fast, names, steps=steps, lrs=lrs, first_order=first_order)
+        # Recompute steps in the outer backward only when the encoder adapts: that is where the
+        # memory is, and then support_loss reads every differentiable tensor from its argument.
+        recompute = cfg.recompute_inner_steps and adapts_encoder
+        fast, losses = sgd_inner_loop(
+            support_loss, fast, names, steps=steps, lrs=lrs, first_order=first_order, recompute=recompute
+        )
     protos = None
     if head == "proto":
         feats = encoder_features(model, fast, support) if adapts_encoder else feats0

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from xmeta.errors import ModelUnavailableError
+from xmeta.models.packed import PackedLayout, packed_bert_layer, pool_packed, supports_packing
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,11 @@ class Encoder(nn.Module):
         device = device or self.device
         return {k: batch[k].to(device) for k in INPUT_KEYS if k in batch}
 
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Unpadded token ids of ``texts``: exactly the real tokens ``tokenize`` would give each text."""
+        return self.tokenizer([self.cfg.text_prefix + t for t in texts], truncation=True,
+                              max_length=self.cfg.max_length)["input_ids"]  # fmt: skip
+
     def forward(
         self,
         input_ids: Tensor | None = None,
@@ -215,12 +221,19 @@ class Encoder(nn.Module):
         *,
         hidden_states: Tensor | None = None,
         start_layer: int = 0,
+        lengths: Tensor | None = None,
     ) -> Tensor:
         """Sentence embeddings ``(batch, hidden)``.
 
         Either from tokens (``input_ids``), or, to skip constant frozen layers, from
-        ``hidden_states`` entering layer ``start_layer`` (see ``hidden_states_at``).
+        ``hidden_states`` entering layer ``start_layer`` (see ``hidden_states_at``): padded
+        ``(batch, seq, hidden)`` with ``attention_mask``, or packed ``(tokens, hidden)`` with the
+        per-sequence ``lengths`` (see ``pack``; no compute is spent on padding).
         """
+        if lengths is not None:
+            if hidden_states is None or hidden_states.dim() != 2:
+                raise ValueError("lengths is given: hidden_states must be packed (tokens, hidden)")
+            return self._forward_packed(hidden_states, lengths, start_layer)
         if attention_mask is None:
             if input_ids is None:
                 raise ValueError("attention_mask is required with hidden_states")
@@ -252,21 +265,70 @@ class Encoder(nn.Module):
         h = self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         return self._run_layers(h, attention_mask, 0, layer)
 
-    def cache_frozen_layers(self, batch: dict[str, Tensor]) -> dict[str, Tensor | int]:
+    def cache_frozen_layers(self, batch: dict[str, Tensor], *, packed: bool = False) -> dict[str, Tensor | int]:
         """Inputs for ``forward`` that skip the layers below ``first_trainable_layer``.
 
         Those layers hold no adapter, so their output does not depend on any meta-parameter:
         compute it once per batch (without grad) and run only the adapted top layers in every
-        inner step. Returns ``batch`` unchanged when the lowest layer is adapted.
+        inner step. Without ``packed``, returns ``batch`` unchanged when the lowest layer is
+        adapted; with ``packed`` (and a BERT-style backbone, see ``supports_packing``), the hidden
+        states are packed without padding, also at layer 0 (the embedding output).
         """
         start = self.first_trainable_layer
-        if start == 0 or "input_ids" not in batch:
+        if "input_ids" not in batch or (start == 0 and not (packed and self.supports_packing)):
             return dict(batch)
+        return self.hidden_inputs(batch, layer=start, packed=packed)
+
+    def hidden_inputs(
+        self, batch: dict[str, Tensor], *, layer: int = 0, packed: bool = True
+    ) -> dict[str, Tensor | int]:
+        """``forward`` inputs holding the (gradient-free) hidden states entering ``layer``.
+
+        ``packed`` (BERT-style encoders only; otherwise ignored) drops the padding: the layers from
+        ``layer`` on then compute on real tokens only (attention alone sees a padded grid).
+        """
         with torch.no_grad():
             h = self.hidden_states_at(
-                batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer=start
+                batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer=layer
             )
-        return {"hidden_states": h, "attention_mask": batch["attention_mask"], "start_layer": start}
+        if packed and self.supports_packing:
+            h, lengths = self.pack(h, batch["attention_mask"])
+            return {"hidden_states": h, "lengths": lengths, "start_layer": layer}
+        return {"hidden_states": h, "attention_mask": batch["attention_mask"], "start_layer": layer}
+
+    # ---- packed (padding-free) layers ---------------------------------------------------------
+
+    def packed_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor | int]:
+        """Inputs equivalent to the token ``batch`` that skip padding: packed embeddings when
+        ``supports_packing``, else ``batch`` itself."""
+        if "input_ids" not in batch or not self.supports_packing:
+            return dict(batch)
+        return self.hidden_inputs(batch, layer=0)
+
+    @property
+    def supports_packing(self) -> bool:
+        """True for BERT-style encoders (BERT, XLM-R, e5), whose layers can run packed."""
+        cached = self.__dict__.get("_supports_packing")
+        if cached is None:
+            cached = self.__dict__["_supports_packing"] = supports_packing(self.backbone)
+        return cached
+
+    @staticmethod
+    def pack(hidden_states: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Padded ``(batch, seq, hidden)`` -> packed ``(tokens, hidden)`` and per-sequence ``lengths``."""
+        mask = attention_mask.bool()
+        return hidden_states[mask], mask.sum(1)
+
+    def _forward_packed(self, h: Tensor, lengths: Tensor, start: int) -> Tensor:
+        if not self.supports_packing:
+            raise NotImplementedError(f"packed inputs need a BERT-style encoder, got {type(self.backbone)}")
+        layout = PackedLayout.of(lengths)
+        h = layout.sort(h)
+        eager = self.attn_implementation == "eager"  # the written-out maths: twice differentiable
+        for layer in self.backbone.encoder.layer[start:]:
+            h = packed_bert_layer(layer, h, layout, eager)
+        emb = pool_packed(h, layout, self.cfg.pooling)
+        return nn.functional.normalize(emb, dim=-1) if self.cfg.normalize else emb
 
     def _run_layers(self, h: Tensor, attention_mask: Tensor, start: int, stop: int) -> Tensor:
         from transformers.masking_utils import create_bidirectional_mask
@@ -282,7 +344,10 @@ class Encoder(nn.Module):
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
         """Embeddings of ``texts`` with the module's current weights, in batches, without grad."""
-        outs = [self(**self.tokenize(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        outs = [
+            self(**self.packed_inputs(self.tokenize(texts[i : i + batch_size])))
+            for i in range(0, len(texts), batch_size)
+        ]
         return torch.cat(outs) if outs else torch.empty(0, self.hidden_size, dtype=self.dtype)
 
 

@@ -1,0 +1,93 @@
+"""``perf.md`` from the ``perf.json`` report of ``eval/perf/run.py``."""
+
+from __future__ import annotations
+
+
+def _f(x, digits: int = 3, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}{unit}"
+    return f"{x}{unit}"
+
+
+def render_markdown(report: dict) -> str:
+    m = report["machine"]
+    res = report["measurements"]
+    lines = [
+        "# xmeta performance benchmark",
+        "",
+        f"{'QUICK (smoke) run: small episodes, one timed episode each -- not for reporting.' if report['quick'] else 'Full run.'}"
+        f" Started {report['started']}, finished {report['finished']}.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m.get('cpu_model')} ({m.get('logical_cpus')} logical CPUs, {m.get('physical_cores')} cores; "
+        f"flags {', '.join(m.get('cpu_flags', [])) or '-'})",
+        f"- torch {m['torch']} (threads per measurement: {m['threads']}), transformers {m['transformers']}, "
+        f"peft {m.get('peft')}, higher {m.get('higher')}, Python {m['python']}",
+        f"- {m['platform']}; load average before {tuple(round(x, 2) for x in m['load_average_before'])}, "
+        f"after {tuple(round(x, 2) for x in m['load_average_after'])} (a load above the thread count means "
+        "other jobs shared the cores: timings are then inflated)",
+    ]
+    mm = res.get("matmul", {})
+    if "fp32" in mm:
+        lines += [
+            f"- dense matmul: fp32 {mm['fp32']['gflops']} GFLOP/s, bf16 {mm['bf16']['gflops']} GFLOP/s "
+            f"(by shape: fp32 {mm['fp32']['by_shape']}, bf16 {mm['bf16']['by_shape']})",
+        ]
+    lines += ["", "## Targets", "", "| target | value | goal | met | definition |", "|---|---|---|---|---|"]
+    for name, d in report["targets_detail"].items():
+        met = {True: "yes", False: "**no**", None: "-"}[d["met"]]
+        lines.append(f"| `{name}` | {_f(d['value'])} | {d['target']} | {met} | {d['definition']}; by setting: "
+                     f"{d['by_setting']} |")  # fmt: skip
+    lines += [
+        "",
+        "## Meta-training episodes",
+        "",
+        "Median seconds per episode (meta_step_loss + backward + AdamW step). MFU: model FLOPs (real tokens, "
+        "no recomputation) / s / dense matmul FLOP/s at that precision; HFU: FLOPs executed (padding and "
+        "recomputation included). Peak RSS: ru_maxrss of the measurement's own process; episode peak: "
+        "high-water mark while episodes ran (model resident). The warm-up episode's loss is computed before any "
+        "optimizer step with the same weights everywhere: cached runs store bf16 activations (~1e-4 relative), "
+        "bf16 runs compute under autocast (~1e-3).",
+        "",
+        "| measurement | s/episode | episodes/s | MFU | HFU | GFLOP/episode (model) | peak RSS MB | episode peak MB "
+        "| real / padded tokens | loss (warm-up episode; rel. diff vs uncached fp32) | cache fill ms/example |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res.items():
+        if name in ("matmul", "icl") or name.startswith("latency/"):
+            continue
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error'][-120:].replace('|', '/').replace(chr(10), ' ')} |" + " |" * 9)
+            continue
+        fill = r.get("cache", {}).get("fill_ms_per_example")
+        lines.append(
+            f"| {name} | {_f(r['seconds_per_episode'])} | {_f(r['episodes_per_s'], 2)} | {_f(r.get('mfu'), 2)} "
+            f"| {_f(r.get('hfu'), 2)} | {_f((r.get('flops_model') or 0) / 1e9 or None, 1)} | {_f(r.get('peak_rss_mb'), 0)} "
+            f"| {_f(r.get('episode_peak_rss_mb'), 0)} | {_f(r.get('real_tokens'), 0)} / {_f(r.get('padded_tokens'), 0)} "
+            f"| {_f(r.get('first_loss'), 5)}"
+            + (f" ({r['first_loss_rel_diff_vs_uncached']:.1e})" if "first_loss_rel_diff_vs_uncached" in r else "")
+            + f" | {_f(fill, 1)} |"
+        )
+    lines += ["", "## Adaptation and prediction latency", "", "| method | adapt s | s/query (one call per query) "
+              "| s/query (all queries in one call) | notes |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in res.items():
+        if name.startswith("latency/"):
+            if "error" in r:
+                lines.append(f"| {name} | error | | | {r['error'][-120:]} |")
+                continue
+            lines.append(f"| meta-learned encoder ({name.split('/')[1]}: {r['meta']}) | {_f(r['adapt_seconds'])} "
+                         f"| {_f(r['query_seconds_single'], 4)} | {_f(r['query_seconds_batched'], 4)} "
+                         f"| {r['support']} support, {r['queries']} queries, {r['precision']} |")  # fmt: skip
+    icl = res.get("icl")
+    if icl:
+        if "error" in icl:
+            lines.append(f"| ICL | error | | | {icl['error'][-120:]} |")
+        else:
+            lines.append(f"| ICL gemma-3-270m (prefix KV cache) | {_f(icl['prefix_plus_first_query_seconds'])} (prefix "
+                         f"{icl['prefix_tokens']} tokens + first query) | {_f(icl['query_seconds_single'], 3)} "
+                         f"| {_f(icl['query_seconds_batched'], 3)} | {icl['queries']} queries |")  # fmt: skip
+    lines += ["", "Every number is in `perf.json` (`measurements`, `targets`, `targets_detail`).", ""]
+    return "\n".join(lines)

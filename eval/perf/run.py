@@ -1,0 +1,270 @@
+"""Performance benchmark of meta-training, adaptation and prediction: one command, one machine.
+
+    python eval/perf/run.py [--quick] [--only PATTERN ...] [--threads N] [--config eval/perf/config.yaml]
+
+Measures, each in a fresh process (``eval/perf/measure.py``) so that peak memories are separable:
+dense matmul throughput (fp32, bf16); seconds per meta-training episode, episodes/s, MFU and peak
+memory for protonet / fomaml / maml / protomaml, cached and uncached, per adapter layout and
+precision; the same second-order episode with the ``higher`` library; adaptation and per-query
+latency of a meta-learned encoder next to the ICL baseline (gemma-3-270m). Writes
+``eval/results/perf/perf.json`` (every measurement + ``targets``) and ``perf.md``.
+
+MFU = model FLOPs of the episode / seconds / measured dense matmul throughput at the
+episode's precision. Model FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``
+on the same computation over real tokens only, without recomputation (HFU, from the FLOPs
+actually executed -- padding and recomputation included -- is reported next to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+from report import render_markdown  # noqa: E402  (eval/perf/report.py)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=HERE / "config.yaml")
+    p.add_argument("--quick", action="store_true", help="small episodes, one timed episode each (smoke run)")
+    p.add_argument("--only", nargs="+", metavar="PATTERN", help="run only measurements matching these globs")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per measurement (default: config)")
+    p.add_argument("--episodes", type=int, default=None, help="timed episodes per measurement (default: config)")
+    p.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "perf")
+    return p.parse_args(argv)
+
+
+def load_settings(path: Path, quick: bool, threads: int | None, episodes: int | None = None) -> dict:
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if quick:
+        for section, over in cfg.get("quick", {}).items():
+            cfg[section] = {**cfg.get(section, {}), **over}
+    if episodes is not None:
+        cfg["episode"]["episodes"] = episodes
+    if threads is not None:
+        cfg["threads"] = threads
+    cfg["threads"] = cfg.get("threads") or os.cpu_count() or 1
+    return cfg
+
+
+def plan(cfg: dict) -> list[dict]:
+    """Every measurement spec, in run order (matmul first: MFU needs it)."""
+    base = {"threads": cfg["threads"], "seed": cfg["seed"]}
+    specs = [{"name": "matmul", "kind": "matmul", **base, **cfg["matmul"]}]
+    for entry in cfg["grid"]:
+        algorithm, layout, mode, precision, *flags = entry.split("/")
+        spec = {"name": entry, **base, **cfg["episode"], "algorithm": algorithm, "layout": layout, "mode": mode,
+                "precision": precision,
+                # second order: uncached = the straightforward implementation (every step's graph
+                # kept); cached = xmeta's default (steps recomputed); /plain and /lean override.
+                "recompute": "lean" in flags or (mode != "uncached" and "plain" not in flags)}  # fmt: skip
+        if algorithm == "higher":
+            spec["kind"] = "higher"
+        else:
+            spec["kind"] = "episode"
+        specs.append(spec)
+    lat = {k: v for k, v in cfg["latency"].items() if k != "variants"}
+    for variant, over in cfg["latency"].get("variants", {"default": {}}).items():
+        specs.append({"name": f"latency/{variant}", "kind": "latency", **base, "layout": "top4", **lat, **over})
+    specs.append({"name": "icl", "kind": "icl", **base, **cfg["icl"]})
+    return specs
+
+
+def run_child(spec: dict, timeout: float) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}  # fmt: skip
+    cmd = [sys.executable, str(HERE / "measure.py"), json.dumps(spec)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip()[-2000:], "returncode": proc.returncode}
+    lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
+    out = json.loads(lines[-1]) if lines else {"error": "no result line", "stdout": proc.stdout[-2000:]}
+    out["process_seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def machine(threads: int) -> dict:
+    import torch
+    import transformers
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "logical_cpus": os.cpu_count(), "threads": threads}  # fmt: skip
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+        cores = {line for line in cpuinfo.splitlines() if line.startswith(("physical id", "core id"))}
+        info["cpu_model"] = names[0] if names else platform.processor()
+        info["physical_cores"] = max(1, len([c for c in cores if c.startswith("core id")]))
+        info["cpu_flags"] = sorted(f for f in flags if f in {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
+                                                              "amx_bf16", "amx_tile"})  # fmt: skip
+    except OSError:
+        info["cpu_model"] = platform.processor()
+    for pkg in ("peft", "higher"):
+        try:
+            info[pkg] = __import__(pkg).__version__ if hasattr(__import__(pkg), "__version__") else "installed"
+        except ImportError:
+            info[pkg] = None
+    info["torch_config"] = {
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "openmp": torch.backends.openmp.is_available(),
+    }
+    return info
+
+
+# ---- derived numbers ------------------------------------------------------------------------
+
+
+def derive(results: dict) -> None:
+    """MFU / HFU of each episode measurement (in place)."""
+    peaks = results.get("matmul", {})
+    for r in results.values():
+        if "seconds_per_episode" not in r or "precision" not in r:
+            continue
+        peak = peaks.get(r["precision"], {}).get("gflops")
+        if not peak:
+            continue
+        for key, out in (("flops_model", "mfu"), ("flops_executed", "hfu")):
+            if r.get(key):
+                r[out] = round(r[key] / r["seconds_per_episode"] / (peak * 1e9), 4)
+        if r.get("flops_model"):
+            r["model_gflops_per_s"] = round(r["flops_model"] / r["seconds_per_episode"] / 1e9, 1)
+    for name, r in results.items():  # same episode, same weights: how far from the uncached fp32 loss
+        parts = name.split("/")
+        ref = results.get("/".join([parts[0], parts[1], "uncached", "fp32"])) if len(parts) >= 4 else None
+        if ref and ref is not r and r.get("first_loss") is not None and ref.get("first_loss"):
+            r["first_loss_rel_diff_vs_uncached"] = abs(r["first_loss"] - ref["first_loss"]) / abs(ref["first_loss"])
+
+
+def _get(results: dict, name: str, key: str) -> float | None:
+    value = results.get(name, {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+TARGETS = {
+    # name: (threshold, "min" = value must be >= threshold, "max" = <=, definition)
+    "cache_speedup": (1.8, "min", "uncached / cached seconds per episode, adapters in the top 4 of 12 layers, fp32; "
+                      "the smaller of ProtoNet and first-order MAML"),
+    "maml_memory_ratio": (2.0, "max", "second-order / first-order MAML peak RSS (ru_maxrss) at 5 inner steps, cached "
+                          "(xmeta default), fp32; the larger of the top-4 and all-12 adapter layouts"),
+    "protonet_mfu": (0.60, "min", "ProtoNet meta-training step (top-4 adapters, cached, fp32: its default precision): "
+                     "model FLOPs / s / measured fp32 dense matmul FLOP/s"),
+    "default_episode_speedup": (5.0, "min", "default recipe episode (recipes/configs/default.yaml) uncached fp32 through "
+                                "all layers / the same episode cached at the recipe's default precision"),
+    "vs_higher_speedup": (2.0, "min", "higher / xmeta seconds per second-order MAML episode (top-4 adapters, fp32, "
+                          "xmeta's default path)"),
+    "vs_higher_memory_ratio": (0.5, "max", "xmeta / higher peak RSS for that episode"),
+    "query_speedup_vs_icl": (50.0, "min", "ICL (gemma-3-270m, prefix KV cache) / adapted encoder seconds per query, "
+                             "both predicting the episode's queries in one call"),
+}  # fmt: skip
+
+
+def targets(results: dict) -> tuple[dict, dict]:
+    s = lambda n: _get(results, n, "seconds_per_episode")  # noqa: E731
+    m = lambda n: _get(results, n, "peak_rss_mb")  # noqa: E731
+    detail = {
+        "cache_speedup": {a: _ratio(s(f"{a}/top4/uncached/fp32"), s(f"{a}/top4/cached/fp32")) for a in ("protonet", "fomaml")},
+        "maml_memory_ratio": {lay: _ratio(m(f"maml/{lay}/cached/fp32"), m(f"fomaml/{lay}/cached/fp32")) for lay in ("top4", "all")},
+        "protonet_mfu": {f"protonet/{lay}/cached/{p}": _get(results, f"protonet/{lay}/cached/{p}", "mfu")
+                         for lay, p in (("top4", "fp32"), ("all", "fp32"), ("top4", "bf16"))},
+        "default_episode_speedup": {p: _ratio(s("default/top4/uncached/fp32"), s(f"default/top4/cached/{p}"))
+                                    for p in ("default", "bf16")},
+        "vs_higher_speedup": {lay: _ratio(s(f"higher/{lay}/uncached/fp32"), s(f"maml/{lay}/cached/fp32")) for lay in ("top4", "all")},
+        "vs_higher_memory_ratio": {lay: _ratio(m(f"maml/{lay}/cached/fp32"), m(f"higher/{lay}/uncached/fp32")) for lay in ("top4", "all")},
+        "query_speedup_vs_icl": {
+            f"{variant}/{mode}": _ratio(_get(results, "icl", f"query_seconds_{mode}"),
+                                        _get(results, f"latency/{variant}", f"query_seconds_{mode}"))
+            for variant in ("default", "default_bf16") for mode in ("batched", "single")
+        },
+    }  # fmt: skip
+
+    def pick(values: list[float | None], how) -> float | None:
+        vals = [v for v in values if v is not None]
+        return how(vals) if vals else None
+
+    value = {
+        "cache_speedup": pick(list(detail["cache_speedup"].values()), min),
+        "maml_memory_ratio": pick(list(detail["maml_memory_ratio"].values()), max),
+        "protonet_mfu": detail["protonet_mfu"]["protonet/top4/cached/fp32"],
+        "default_episode_speedup": detail["default_episode_speedup"]["default"],
+        "vs_higher_speedup": detail["vs_higher_speedup"]["top4"],
+        "vs_higher_memory_ratio": detail["vs_higher_memory_ratio"]["top4"],
+        "query_speedup_vs_icl": detail["query_speedup_vs_icl"]["default/batched"],
+    }
+    out = {}
+    for name, (threshold, how, definition) in TARGETS.items():
+        v = value[name]
+        met = None if v is None else (v >= threshold if how == "min" else v <= threshold)
+        out[name] = v
+        detail[name] = {"value": v, "target": f"{'>=' if how == 'min' else '<='} {threshold}", "met": met,
+                        "definition": definition, "by_setting": detail[name]}  # fmt: skip
+    return out, detail
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_settings(args.config, args.quick, args.threads, args.episodes)
+    specs = plan(cfg)
+    if args.only:
+        keep = {"matmul"} | {s["name"] for s in specs if any(fnmatch.fnmatch(s["name"], p) for p in args.only)}
+        specs = [s for s in specs if s["name"] in keep]
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    load_before = os.getloadavg()
+    results: dict[str, dict] = {}
+    for i, spec in enumerate(specs, 1):
+        print(f"[{i}/{len(specs)}] {spec['name']} ...", end=" ", flush=True)
+        r = run_child(spec, cfg.get("child_timeout_s", 1800))
+        results[spec["name"]] = r
+        brief = r.get("error", "")[-300:] or (
+            f"{r['seconds_per_episode']:.3f} s/episode, peak {r.get('peak_rss_mb')} MB" if "seconds_per_episode" in r
+            else f"done in {r.get('process_seconds')} s"
+        )  # fmt: skip
+        print(brief, flush=True)
+    derive(results)
+    tvalues, tdetail = targets(results)
+    report = {
+        "benchmark": "xmeta perf (issue 9)",
+        "quick": args.quick,
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            **machine(cfg["threads"]),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        },
+        "settings": {k: v for k, v in cfg.items() if k != "quick"},
+        "measurements": results,
+        "targets": tvalues,
+        "targets_detail": tdetail,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "perf.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (args.out / "perf.md").write_text(render_markdown(report), encoding="utf-8")
+    print(f"wrote {args.out / 'perf.json'} and perf.md")
+    print(json.dumps({"targets": tvalues}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

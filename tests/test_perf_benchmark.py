@@ -1,0 +1,58 @@
+"""eval/perf/run.py: the config parses into measurements, and targets come out of their results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PERF = Path(__file__).resolve().parents[1] / "eval" / "perf"
+sys.path.insert(0, str(PERF))
+
+import run  # noqa: E402  (eval/perf/run.py)
+from report import render_markdown  # noqa: E402
+
+
+def test_config_plans_every_measurement_once() -> None:
+    for quick in (False, True):
+        cfg = run.load_settings(PERF / "config.yaml", quick=quick, threads=1, episodes=2)
+        specs = run.plan(cfg)
+        names = [s["name"] for s in specs]
+        assert len(names) == len(set(names)) and names[0] == "matmul"
+        episodes = [s for s in specs if s["kind"] == "episode"]
+        assert episodes and all(s["episodes"] == 2 and s["threads"] == 1 for s in episodes)
+        by_name = {s["name"]: s for s in specs}
+        assert by_name["maml/all/uncached/fp32"]["recompute"] is False  # the straightforward baseline
+        assert by_name["maml/all/cached/fp32"]["recompute"] is True
+        assert by_name["maml/top4/cached/fp32/plain"]["recompute"] is False
+
+
+def test_targets_are_ratios_of_the_named_measurements() -> None:
+    ep = lambda s, mem=1000.0, **kw: {"seconds_per_episode": s, "peak_rss_mb": mem, "precision": "fp32", **kw}  # noqa: E731
+    results = {
+        "matmul": {"fp32": {"gflops": 100.0}, "bf16": {"gflops": 400.0}},
+        "protonet/top4/uncached/fp32": ep(3.0),
+        "protonet/top4/cached/fp32": ep(1.0, flops_model=70e9, flops_executed=70e9, first_loss=1.0),
+        "fomaml/top4/uncached/fp32": ep(10.0),
+        "fomaml/top4/cached/fp32": ep(4.0),
+        "fomaml/all/cached/fp32": ep(9.0, mem=2000.0),
+        "maml/top4/cached/fp32": ep(8.0, mem=1800.0),
+        "maml/all/cached/fp32": ep(20.0, mem=3000.0),
+        "higher/top4/uncached/fp32": ep(16.0, mem=6000.0),
+        "default/top4/uncached/fp32": ep(4.0),
+        "default/top4/cached/default": ep(1.0),
+        "latency/default": {"query_seconds_batched": 0.02, "query_seconds_single": 0.03},
+        "icl": {"query_seconds_batched": 0.4, "query_seconds_single": 0.4},
+    }
+    run.derive(results)
+    values, detail = run.targets(results)
+    assert values["cache_speedup"] == 2.5  # the smaller of protonet (3.0) and fomaml (2.5)
+    assert values["maml_memory_ratio"] == 1.5  # all: 3 GB / 2 GB (top4 lacks its fomaml measurement)
+    assert values["protonet_mfu"] == 0.7
+    assert values["default_episode_speedup"] == 4.0 and detail["default_episode_speedup"]["met"] is False
+    assert values["vs_higher_speedup"] == 2.0 and values["vs_higher_memory_ratio"] == 0.3
+    assert values["query_speedup_vs_icl"] == 20.0
+    report = {"quick": True, "started": "t0", "finished": "t1", "measurements": results, "targets": values,
+              "targets_detail": detail, "machine": {"torch": "x", "transformers": "y", "python": "3", "threads": 1,
+              "platform": "p", "load_average_before": (0, 0, 0), "load_average_after": (0, 0, 0)}}  # fmt: skip
+    md = render_markdown(report)
+    assert "| `cache_speedup` | 2.500 | >= 1.8 | yes |" in md and "protonet/top4/cached/fp32" in md
