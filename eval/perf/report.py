@@ -34,7 +34,7 @@ def render_markdown(report: dict) -> str:
     if "fp32" in mm:
         lines += [
             f"- dense matmul: fp32 {mm['fp32']['gflops']} GFLOP/s, bf16 {mm['bf16']['gflops']} GFLOP/s "
-            f"(by shape: fp32 {mm['fp32']['by_shape']}, bf16 {mm['bf16']['by_shape']})",
+            f"(by shape: fp32 {mm['fp32'].get('by_shape')}, bf16 {mm['bf16'].get('by_shape')})",
         ]
     lines += ["", "## Targets", "", "| target | value | goal | met | definition |", "|---|---|---|---|---|"]
     for name, d in report["targets_detail"].items():
@@ -64,7 +64,7 @@ def render_markdown(report: dict) -> str:
             continue
         fill = r.get("cache", {}).get("fill_ms_per_example")
         lines.append(
-            f"| {name} | {_f(r['seconds_per_episode'])} | {_f(r['episodes_per_s'], 2)} | {_f(r.get('mfu'), 2)} "
+            f"| {name} | {_f(r.get('seconds_per_episode'))} | {_f(r.get('episodes_per_s'), 2)} | {_f(r.get('mfu'), 2)} "
             f"| {_f(r.get('hfu'), 2)} | {_f((r.get('flops_model') or 0) / 1e9 or None, 1)} | {_f(r.get('peak_rss_mb'), 0)} "
             f"| {_f(r.get('episode_peak_rss_mb'), 0)} | {_f(r.get('real_tokens'), 0)} / {_f(r.get('padded_tokens'), 0)} "
             f"| {_f(r.get('first_loss'), 5)}"
@@ -78,16 +78,16 @@ def render_markdown(report: dict) -> str:
             if "error" in r:
                 lines.append(f"| {name} | error | | | {r['error'][-120:]} |")
                 continue
-            lines.append(f"| meta-learned encoder ({name.split('/')[1]}: {r['meta']}) | {_f(r['adapt_seconds'])} "
-                         f"| {_f(r['query_seconds_single'], 4)} | {_f(r['query_seconds_batched'], 4)} "
-                         f"| {r['support']} support, {r['queries']} queries, {r['precision']} |")  # fmt: skip
+            lines.append(f"| meta-learned encoder ({name.split('/')[1]}: {r.get('meta')}) | {_f(r.get('adapt_seconds'))} "
+                         f"| {_f(r.get('query_seconds_single'), 4)} | {_f(r.get('query_seconds_batched'), 4)} "
+                         f"| {r.get('support')} support, {r.get('queries')} queries, {r.get('precision')} |")  # fmt: skip
     icl = res.get("icl")
     if icl:
         if "error" in icl:
             lines.append(f"| ICL | error | | | {icl['error'][-120:]} |")
         else:
-            lines.append(f"| ICL gemma-3-270m (prefix KV cache) | {_f(icl['prefix_plus_first_query_seconds'])} (prefix "
-                         f"{icl['prefix_tokens']} tokens + first query) | {_f(icl['query_seconds_single'], 3)} "
-                         f"| {_f(icl['query_seconds_batched'], 3)} | {icl['queries']} queries |")  # fmt: skip
+            lines.append(f"| ICL gemma-3-270m (prefix KV cache) | {_f(icl.get('prefix_plus_first_query_seconds'))} (prefix "
+                         f"{icl.get('prefix_tokens')} tokens + first query) | {_f(icl.get('query_seconds_single'), 3)} "
+                         f"| {_f(icl.get('query_seconds_batched'), 3)} | {icl.get('queries')} queries |")  # fmt: skip
     lines += ["", "Every number is in `perf.json` (`measurements`, `targets`, `targets_detail`).", ""]
     return "\n".join(lines)
