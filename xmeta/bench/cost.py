@@ -32,8 +32,32 @@ def current_rss_mb() -> float:
         return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
 
 
+def _reset_kernel_peak() -> bool:
+    """Reset the kernel's resident high-water mark (VmHWM) of this process; False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _kernel_peak_mb() -> float:
+    """VmHWM: the exact peak RSS since the last reset (0 where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1e3 / 1e6  # kB -> MB
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
 class PeakRSS:
-    """Context manager sampling the process RSS in a thread; ``peak_mb`` is the largest sample.
+    """Context manager measuring the process' peak RSS during the block.
+
+    On Linux the kernel's high-water mark is reset on entry and read on exit, so the peak is
+    exact even for allocations shorter than the sampling interval; a sampling thread is the
+    fallback (and the only source elsewhere).
 
     Args:
         interval: Seconds between samples.
@@ -55,6 +79,7 @@ class PeakRSS:
             self._sample()
 
     def __enter__(self) -> PeakRSS:
+        self._kernel = _reset_kernel_peak()
         self.baseline_mb = current_rss_mb()
         self.peak_mb = self.baseline_mb
         self._stop.clear()
@@ -69,3 +94,5 @@ class PeakRSS:
         if self._thread is not None:
             self._thread.join()
         self._sample()  # the final state counts even when the method ran shorter than one interval
+        if self._kernel:
+            self.peak_mb = max(self.peak_mb, _kernel_peak_mb())
