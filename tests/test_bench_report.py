@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import time
 from pathlib import Path
 
@@ -93,7 +94,11 @@ def test_multi_k_report_and_plots(tmp_path: Path) -> None:
 def test_peak_rss_sees_an_allocation_inside_the_block() -> None:
     assert current_rss_mb() > 0
     with PeakRSS(interval=0.005) as rss:
-        block = np.ones(40_000_000 // 8)  # 40 MB, touched
+        # A fresh anonymous mapping, every page touched: malloc/numpy caches in a long test process
+        # could otherwise serve the block from memory that is already resident.
+        block = mmap.mmap(-1, 40_000_000)
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
         time.sleep(0.05)
-        del block
+        block.close()
     assert rss.peak_mb - rss.baseline_mb > 30
