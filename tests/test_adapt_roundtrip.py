@@ -265,3 +265,26 @@ def test_damaged_artifacts_are_refused(artifact, tmp_path, capsys, damage, messa
     texts = tmp_path / "t.txt"
     texts.write_text("ballc\n", encoding="utf-8")
     assert message in cli_error(["predict", "--model", str(d), "--input", str(texts)], capsys)
+
+
+def test_bf16_precision_predicts_like_fp32_and_is_really_bf16(tiny, tmp_path, capsys):
+    support, test = split(tiny, "dev"), [t for t, _ in split(tiny, "test")]
+    out = xmeta.adapt(support, model=tiny["protonet"], lang="ccc_Latn").save(tmp_path / "adapted")
+    fp32 = xmeta.load_predictor(out).predict(test)
+    bf16 = xmeta.load_predictor(out, precision="bf16").predict(test)
+    assert bf16.probs.dtype == fp32.probs.dtype and np.allclose(bf16.probs.sum(1), 1.0)
+    # bf16 keeps ~3 significant digits: close to fp32, but not identical (autocast did run)
+    assert 0 < np.abs(bf16.probs - fp32.probs).max() < 0.05
+    assert (bf16.labels == fp32.labels).mean() >= 0.9
+
+    preds = tmp_path / "preds.jsonl"
+    dev = tiny["data"] / "ccc_Latn" / "test.tsv"
+    argv = ["predict", "--model", str(out), "--input", str(dev), "--output", str(preds), "--precision", "bf16"]
+    assert xmeta_main(argv) == 0
+    rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
+    assert [r["label"] for r in rows] == bf16.names()
+    with pytest.raises(InputError, match="precision must be one of fp32, bf16; got 'fp16'"):
+        xmeta.load_predictor(out, precision="fp16")
+    with pytest.raises(SystemExit):
+        xmeta_main(["predict", "--model", str(out), "--input", str(dev), "--precision", "half"])
+    assert "invalid choice: 'half'" in capsys.readouterr().err

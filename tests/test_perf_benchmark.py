@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def test_targets_are_ratios_of_the_named_measurements() -> None:
         "default/top4/cached/default": ep(1.0),
         "latency/default": {"query_seconds_batched": 0.02, "query_seconds_single": 0.03},
         "icl": {"query_seconds_batched": 0.4, "query_seconds_single": 0.4},
+        "icl_bf16": {"query_seconds_batched": 0.2, "query_seconds_single": 0.2},
     }
     run.derive(results)
     values, detail = run.targets(results)
@@ -51,8 +53,24 @@ def test_targets_are_ratios_of_the_named_measurements() -> None:
     assert values["default_episode_speedup"] == 4.0 and detail["default_episode_speedup"]["met"] is False
     assert values["vs_higher_speedup"] == 2.0 and values["vs_higher_memory_ratio"] == 0.3
     assert values["query_speedup_vs_icl"] == 20.0
+    assert detail["query_speedup_vs_icl"]["by_setting"]["default/batched_vs_icl_bf16"] == 10.0
     report = {"quick": True, "started": "t0", "finished": "t1", "measurements": results, "targets": values,
               "targets_detail": detail, "machine": {"torch": "x", "transformers": "y", "python": "3", "threads": 1,
               "platform": "p", "load_average_before": (0, 0, 0), "load_average_after": (0, 0, 0)}}  # fmt: skip
     md = render_markdown(report)
     assert "| `cache_speedup` | 2.500 | >= 1.8 | yes |" in md and "protonet/top4/cached/fp32" in md
+
+
+def test_update_merges_into_the_previous_report_and_recomputes_targets(tmp_path) -> None:
+    ep = {"seconds_per_episode": 3.0, "peak_rss_mb": 1000.0, "precision": "fp32"}
+    old = {"started": "earlier", "machine": {"load_average_before": [0.1, 0.1, 0.1]},
+           "measurements": {"matmul": {"fp32": {"gflops": 100.0}, "bf16": {"gflops": 200.0}}, "protonet/top4/uncached/fp32": ep,
+                            "protonet/top4/cached/fp32": {**ep, "seconds_per_episode": 1.0},
+                            "fomaml/top4/uncached/fp32": ep, "fomaml/top4/cached/fp32": {**ep, "seconds_per_episode": 1.5}}}  # fmt: skip
+    (tmp_path / "perf.json").write_text(json.dumps(old), encoding="utf-8")
+    # a pattern that matches nothing: no measurement runs, the old ones are kept and re-derived
+    assert run.main(["--only", "no-such-measurement", "--update", "--out", str(tmp_path)]) == 0
+    new = json.loads((tmp_path / "perf.json").read_text(encoding="utf-8"))
+    assert new["measurements"] == old["measurements"] and new["started"] == "earlier"
+    assert new["targets"]["cache_speedup"] == 2.0 and new["updates"][0]["measurements"] == []
+    assert (tmp_path / "perf.md").exists()

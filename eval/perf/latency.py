@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from measure import autocast, build_model, build_setting, data_dir, rss_peak_mb
+from measure import build_model, build_setting, data_dir, rss_peak_mb
 
 
 def eval_episode(lang: str, n_way: int, k_shot: int, n_queries: int, seed: int):
@@ -36,23 +36,23 @@ def measure_latency(spec: dict) -> dict:
     support, queries = eval_episode(spec["lang"], spec["n_way"], spec["k_shot"], spec["queries"], spec["seed"])
     model = build_model(enc_cfg, meta_cfg, spec.get("lora_std", 0.01), spec["seed"])
     texts = [q.text for q in queries]
-    with autocast(precision):
-        MetaLearner(model).adapt(support).predict(texts[:2])  # warm-up
-        adapt_s = []
-        for r in range(spec["repeats"]):
-            learner = MetaLearner(model)  # fresh: nothing memoised from the previous repeat
-            t0 = time.perf_counter()
-            predictor = learner.adapt(support, seed=r)
-            adapt_s.append(time.perf_counter() - t0)
-        single = []
-        for t in texts:  # one query at a time (each text new to the predictor)
-            t0 = time.perf_counter()
-            predictor.predict([t])
-            single.append(time.perf_counter() - t0)
-        predictor = MetaLearner(model).adapt(support)
+    # The precision goes through the learner's own option (what `xmeta predict --precision` uses).
+    MetaLearner(model, precision=precision).adapt(support).predict(texts[:2])  # warm-up
+    adapt_s = []
+    for r in range(spec["repeats"]):
+        learner = MetaLearner(model, precision=precision)  # fresh: nothing memoised from the previous repeat
         t0 = time.perf_counter()
-        predictor.predict(texts)
-        batched = (time.perf_counter() - t0) / len(texts)
+        predictor = learner.adapt(support, seed=r)
+        adapt_s.append(time.perf_counter() - t0)
+    single = []
+    for t in texts:  # one query at a time (each text new to the predictor)
+        t0 = time.perf_counter()
+        predictor.predict([t])
+        single.append(time.perf_counter() - t0)
+    predictor = MetaLearner(model, precision=precision).adapt(support)
+    t0 = time.perf_counter()
+    predictor.predict(texts)
+    batched = (time.perf_counter() - t0) / len(texts)
     return {
         "adapt_seconds": statistics.median(adapt_s),
         "query_seconds_single": statistics.median(single),
@@ -74,7 +74,8 @@ def measure_icl(spec: dict) -> dict:
 
     support, queries = eval_episode(spec["lang"], spec["n_way"], spec["k_shot"], spec["queries"], spec["seed"])
     texts = [q.text for q in queries]
-    learner = ICLLearner(spec["model"], use_cache=True, template="topic", dtype="float32", batch_size=16)
+    dtype = spec.get("dtype", "float32")
+    learner = ICLLearner(spec["model"], use_cache=True, template="topic", dtype=dtype, batch_size=16)
     learner.load()
     predictor = learner.adapt(support)
     t0 = time.perf_counter()
@@ -95,5 +96,6 @@ def measure_icl(spec: dict) -> dict:
         "query_seconds_single": statistics.median(single) if single else None,
         "query_seconds_batched": batched,
         "queries": len(texts),
+        "dtype": dtype,
         "peak_rss_mb": round(rss_peak_mb(), 1),
     }

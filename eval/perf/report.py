@@ -57,7 +57,7 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in res.items():
-        if name in ("matmul", "icl") or name.startswith("latency/"):
+        if name in ("matmul", "icl", "icl_bf16") or name.startswith("latency/"):
             continue
         if "error" in r:
             lines.append(f"| {name} | error: {r['error'][-120:].replace('|', '/').replace(chr(10), ' ')} |" + " |" * 9)
@@ -81,13 +81,16 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| meta-learned encoder ({name.split('/')[1]}: {r.get('meta')}) | {_f(r.get('adapt_seconds'))} "
                          f"| {_f(r.get('query_seconds_single'), 4)} | {_f(r.get('query_seconds_batched'), 4)} "
                          f"| {r.get('support')} support, {r.get('queries')} queries, {r.get('precision')} |")  # fmt: skip
-    icl = res.get("icl")
-    if icl:
+    for name in ("icl", "icl_bf16"):
+        icl = res.get(name)
+        if not icl:
+            continue
         if "error" in icl:
-            lines.append(f"| ICL | error | | | {icl['error'][-120:]} |")
-        else:
-            lines.append(f"| ICL gemma-3-270m (prefix KV cache) | {_f(icl.get('prefix_plus_first_query_seconds'))} (prefix "
-                         f"{icl.get('prefix_tokens')} tokens + first query) | {_f(icl.get('query_seconds_single'), 3)} "
-                         f"| {_f(icl.get('query_seconds_batched'), 3)} | {icl.get('queries')} queries |")  # fmt: skip
+            lines.append(f"| ICL ({name}) | error | | | {icl['error'][-120:]} |")
+            continue
+        lines.append(f"| ICL gemma-3-270m (prefix KV cache, {icl.get('dtype', 'float32')}) "
+                     f"| {_f(icl.get('prefix_plus_first_query_seconds'))} (prefix {icl.get('prefix_tokens')} tokens + "
+                     f"first query) | {_f(icl.get('query_seconds_single'), 3)} | {_f(icl.get('query_seconds_batched'), 3)} "
+                     f"| {icl.get('queries')} queries |")  # fmt: skip
     lines += ["", "Every number is in `perf.json` (`measurements`, `targets`, `targets_detail`).", ""]
     return "\n".join(lines)

@@ -41,6 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, default=HERE / "config.yaml")
     p.add_argument("--quick", action="store_true", help="small episodes, one timed episode each (smoke run)")
     p.add_argument("--only", nargs="+", metavar="PATTERN", help="run only measurements matching these globs")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="merge these measurements into the existing OUT/perf.json (keeping the others) and recompute the targets",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads per measurement (default: config)")
     p.add_argument("--episodes", type=int, default=None, help="timed episodes per measurement (default: config)")
     p.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "perf")
@@ -80,6 +85,8 @@ def plan(cfg: dict) -> list[dict]:
     for variant, over in cfg["latency"].get("variants", {"default": {}}).items():
         specs.append({"name": f"latency/{variant}", "kind": "latency", **base, "layout": "top4", **lat, **over})
     specs.append({"name": "icl", "kind": "icl", **base, **cfg["icl"]})
+    # The same ICL queries with the LLM in bf16: the like-for-like partner of the encoder's bf16 row.
+    specs.append({"name": "icl_bf16", "kind": "icl", **base, **cfg["icl"], "dtype": "bfloat16"})
     return specs
 
 
@@ -196,6 +203,10 @@ def targets(results: dict) -> tuple[dict, dict]:
             f"{variant}/{mode}": _ratio(_get(results, "icl", f"query_seconds_{mode}"),
                                         _get(results, f"latency/{variant}", f"query_seconds_{mode}"))
             for variant in ("default", "default_bf16") for mode in ("batched", "single")
+        } | {
+            f"{variant}/batched_vs_icl_bf16": _ratio(_get(results, "icl_bf16", "query_seconds_batched"),
+                                                     _get(results, f"latency/{variant}", "query_seconds_batched"))
+            for variant in ("default", "default_bf16")
         },
     }  # fmt: skip
 
@@ -227,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_settings(args.config, args.quick, args.threads, args.episodes)
     specs = plan(cfg)
     if args.only:
-        keep = {"matmul"} | {s["name"] for s in specs if any(fnmatch.fnmatch(s["name"], p) for p in args.only)}
+        # An --update keeps the full run's matmul reference (the MFU of its episodes divides by it).
+        wanted = {s["name"] for s in specs if any(fnmatch.fnmatch(s["name"], p) for p in args.only)}
+        keep = wanted if args.update else {"matmul"} | wanted
         specs = [s for s in specs if s["name"] in keep]
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     load_before = os.getloadavg()
@@ -241,6 +254,19 @@ def main(argv: list[str] | None = None) -> int:
             else f"done in {r.get('process_seconds')} s"
         )  # fmt: skip
         print(brief, flush=True)
+    previous = args.out / "perf.json"
+    if args.update and previous.exists():
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        update = {"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "measurements": sorted(results), "load_average_before": load_before,
+                  "load_average_after": os.getloadavg()}  # fmt: skip
+        updates = [*old.get("updates", []), update]
+        results = {**old.get("measurements", {}), **results}
+        started = old.get("started", started)
+        load_before = old.get("machine", {}).get("load_average_before", load_before)
+        print(f"merged {len(update['measurements'])} measurement(s) into {previous}")
+    else:
+        updates = []
     derive(results)
     tvalues, tdetail = targets(results)
     report = {
@@ -257,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "measurements": results,
         "targets": tvalues,
         "targets_detail": tdetail,
+        **({"updates": updates} if updates else {}),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "perf.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -29,7 +29,7 @@ from xmeta.errors import InputError
 from xmeta.interfaces import Prediction
 from xmeta.meta.config import MetaConfig
 from xmeta.meta.functional import EPISODE_HEAD
-from xmeta.meta.learners import EpisodePredictor
+from xmeta.meta.learners import EpisodePredictor, Precision
 from xmeta.meta.maml import AdaptedState
 from xmeta.meta.model import MetaModel
 from xmeta.models.encoder import Encoder, EncoderConfig
@@ -72,6 +72,8 @@ class AdaptedPredictor:
         metadata: JSON-able facts for the artifact (language, support statistics, source model).
         batch_size: texts per forward pass.
         meta_config: the algorithm settings to record (default ``model.cfg``).
+        precision: "fp32" (exact, the default) or "bf16" autocast when predicting (about 2x faster
+            on CPUs with bf16 units and on GPUs; see ``xmeta.meta.inference_precision``).
 
     Attributes:
         label_names: class names by label id.
@@ -88,6 +90,7 @@ class AdaptedPredictor:
         metadata: dict[str, Any] | None = None,
         batch_size: int = 64,
         meta_config: MetaConfig | None = None,
+        precision: Precision = "fp32",
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
@@ -96,7 +99,7 @@ class AdaptedPredictor:
         self.label_names = tuple(label_names)
         self.metadata = dict(metadata or {})
         self.meta_config = meta_config or model.cfg
-        self._episode = EpisodePredictor(model, state, self.label_names, batch_size=batch_size)
+        self._episode = EpisodePredictor(model, state, self.label_names, batch_size=batch_size, precision=precision)
 
     @property
     def lang(self) -> str:
@@ -140,13 +143,21 @@ class AdaptedPredictor:
         return write_artifact(directory, artifact_tensors(self.model, self.state), meta, model_card(meta))
 
     @classmethod
-    def load(cls, directory: str | Path, *, encoder: Encoder | None = None, batch_size: int = 64) -> AdaptedPredictor:
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        encoder: Encoder | None = None,
+        batch_size: int = 64,
+        precision: Precision = "fp32",
+    ) -> AdaptedPredictor:
         """Rebuild a predictor from an artifact (the backbone comes from the encoder config via the zoo).
 
         Args:
             directory: written by ``save`` / ``xmeta adapt --out``.
             encoder: an already built encoder with the same adapter layout (skips loading the backbone).
             batch_size: texts per forward pass.
+            precision: "fp32" or "bf16" (see the class).
 
         Raises:
             InputError: missing files, unsupported format version, invalid configs, or tensors that do
@@ -183,13 +194,15 @@ class AdaptedPredictor:
         params = {k: v.to(encoder.device, encoder.dtype) for k, v in tensors.items()}
         state = AdaptedState(params, None if protos is None else protos.to(encoder.device, encoder.dtype))
         keep = {k: v for k, v in meta.items() if k not in ("format", "label_names", "encoder", "meta")}
-        return cls(model, state, label_names, metadata=keep, batch_size=batch_size, meta_config=meta_cfg)
+        return cls(
+            model, state, label_names, metadata=keep, batch_size=batch_size, meta_config=meta_cfg, precision=precision
+        )
 
 
-def load_predictor(directory: str | Path, *, batch_size: int = 64) -> AdaptedPredictor:
+def load_predictor(directory: str | Path, *, batch_size: int = 64, precision: Precision = "fp32") -> AdaptedPredictor:
     """Load an adapted model saved by ``AdaptedPredictor.save`` or ``xmeta adapt --out``.
 
     Raises:
         InputError: see ``AdaptedPredictor.load``.
     """
-    return AdaptedPredictor.load(directory, batch_size=batch_size)
+    return AdaptedPredictor.load(directory, batch_size=batch_size, precision=precision)

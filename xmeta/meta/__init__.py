@@ -12,6 +12,8 @@ from xmeta.meta.learners import (
     FinetuneLearner,
     FrozenProtoLearner,
     MetaLearner,
+    Precision,
+    inference_precision,
 )
 from xmeta.meta.maml import (
     AdaptedState,
@@ -40,11 +42,13 @@ __all__ = [
     "MetaConfig",
     "MetaLearner",
     "MetaModel",
+    "Precision",
     "accumulate_meta_gradients",
     "activation_cache_for",
     "adapt_episode",
     "encoder_features",
     "episode_logits",
+    "inference_precision",
     "load_meta_model",
     "meta_batch_loss",
     "meta_step_loss",
