@@ -37,6 +37,10 @@ def summarise(run: Path) -> dict:
         "inner": f"{meta.get('inner_steps')} x {meta.get('inner_lr')} on {meta.get('inner_params')}"
         if meta["algorithm"] != "protonet"
         else "-",
+        "train_data": f"{len(cfg['data']['train_langs'])} langs"
+        + (", cross-lingual" if cfg["data"].get("cross_lingual") else ""),
+        "precision": "bf16" if cfg.get("mixed_precision") == "bf16" else "fp32",
+        "val_episodes": len(cfg["data"]["val_langs"]) * cfg["data"].get("val_episodes", 8),
         "steps": rows[-1]["step"],
         "episodes": rows[-1]["step"] * cfg["meta_batch_size"],
         "best_val": best,
@@ -61,13 +65,21 @@ def main() -> None:
     lines = [
         "# Meta-training attempts (chosen by meta-validation accuracy: nya, run, sot, tsn, kon dev splits)",
         "",
-        "| run | algorithm | adapters | head | inner loop | steps (episodes) | best val acc (step) | val curve |",
-        "|---|---|---|---|---|---|---|---|",
+        "",
+        "Validation: 7-way 5-shot episodes of the 5 languages' dev splits (support and queries disjoint), fixed",
+        "for the whole run; the run's artifact is its best validation step. Runs and model soups are then",
+        "compared on the same validation languages with the benchmark's protocol (support from dev, queries",
+        "from test, 20 episodes each): `eval/results/sib200_val/results.md` (`eval/configs/sib200_val.yaml`).",
+        "",
+        "| run | algorithm | adapters | head | inner loop | training episodes from | precision | steps (episodes) "
+        "| val episodes | best val acc (step) | val curve |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         curve = " ".join(f"{v:.3f}" for _, v in s["val_curve"])
         lines.append(f"| `{s['name']}` | {s['algorithm']} | {s['adapters']} | {s['head']} | {s['inner']} | "
-                     f"{s['steps']} ({s['episodes']}) | {s['best_val']:.4f} ({s['best_step']}) | {curve} |")  # fmt: skip
+                     f"{s['train_data']} | {s['precision']} | {s['steps']} ({s['episodes']}) | {s['val_episodes']} | "
+                     f"{s['best_val']:.4f} ({s['best_step']}) | {curve} |")  # fmt: skip
     (OUT / "attempts.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (OUT / "attempts.json").write_text(json.dumps(summaries, indent=1) + "\n", encoding="utf-8")
     print("\n".join(lines))
