@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(TrainConfig, args.config, args.overrides)  # bad values fail here, before any work
     out = Path(cfg.output_dir)
     trackers = [t for t in cfg.trackers if t != "tensorboard" or _has_tensorboard()]
+    # accelerate keeps the first Accelerator's settings as a process-wide singleton and refuses another
+    # precision later: a second run in one process (a notebook, `xmeta train` twice, the tests) starts
+    # from a clean AcceleratorState (the distributed PartialState is kept).
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=trackers or None, project_dir=str(out))
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -145,3 +146,16 @@ def test_corrupt_checkpoint_is_refused_on_resume(tiny_setup, tmp_path, capsys):
     (latest / "params.safetensors").write_bytes(b"\0" * 10)
     assert xmeta_main(["train", "--resume", *args]) == 2
     assert "params.safetensors does not match its sha256" in capsys.readouterr().err
+
+
+def test_runs_in_one_process_may_change_precision(tiny_setup, tmp_path):
+    """accelerate's AcceleratorState is a process-wide singleton: a bf16 run followed by an fp32
+    run in the same process (a notebook, the test suite) must not be refused."""
+    data, model = tiny_setup
+    for i, precision in enumerate(("bf16", "no")):
+        args = overrides(data, model, tmp_path / f"run{i}", mixed_precision=f"'{precision}'", max_steps=1, val_every=0)
+        assert xmeta_main(["train", *args]) == 0
+        assert (
+            json.loads((tmp_path / f"run{i}" / "final" / "training.json").read_text())["config"]["mixed_precision"]
+            == precision
+        )
