@@ -276,6 +276,8 @@ def test_bf16_precision_predicts_like_fp32_and_is_really_bf16(tiny, tmp_path, ca
     # bf16 keeps ~3 significant digits: close to fp32, but not identical (autocast did run)
     assert 0 < np.abs(bf16.probs - fp32.probs).max() < 0.05
     assert (bf16.labels == fp32.labels).mean() >= 0.9
+    direct = xmeta.adapt(support, model=tiny["protonet"], lang="ccc_Latn", precision="bf16").predict(test)
+    np.testing.assert_allclose(direct.probs, bf16.probs, rtol=0, atol=0.02)  # adapted and predicted in bf16
 
     preds = tmp_path / "preds.jsonl"
     dev = tiny["data"] / "ccc_Latn" / "test.tsv"

@@ -26,7 +26,7 @@ from xmeta.adaptation.artifact import FORMAT
 from xmeta.adaptation.predictor import AdaptedPredictor, load_predictor
 from xmeta.adaptation.source import MetaSource, default_model_dir, load_meta, resolve_checkpoint
 from xmeta.adaptation.support import DEFAULT_MAX_PER_CLASS, SupportInput, SupportSet, load_support
-from xmeta.meta.learners import MetaLearner
+from xmeta.meta.learners import MetaLearner, Precision
 from xmeta.meta.model import MetaModel
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,13 @@ def _token_stats(model: MetaModel, texts: Sequence[str]) -> dict[str, Any]:
 
 
 def adapt_support(
-    support: SupportSet, source: MetaSource, *, seed: int = 0, inner_steps: int | None = None, batch_size: int = 64
+    support: SupportSet,
+    source: MetaSource,
+    *,
+    seed: int = 0,
+    inner_steps: int | None = None,
+    batch_size: int = 64,
+    precision: Precision = "fp32",
 ) -> AdaptedPredictor:
     """Adapt ``source``'s meta-trained model to a validated support set.
 
@@ -69,9 +75,10 @@ def adapt_support(
         seed: seed of the adaptation (dropout-free, so it only matters for stochastic algorithms).
         inner_steps: inner steps; default the model's ``eval_inner_steps`` (ignored by protonet).
         batch_size: texts per forward pass when predicting.
+        precision: "fp32" (exact) or "bf16" autocast for adapting and predicting.
     """
     model = source.model
-    learner = MetaLearner(model, batch_size=batch_size, inner_steps=inner_steps)
+    learner = MetaLearner(model, batch_size=batch_size, inner_steps=inner_steps, precision=precision)
     state = learner.adapt_state(support.examples, seed=seed)
     cfg = model.cfg
     steps = learner.inner_steps if cfg.spec.inner_loop else 0
@@ -102,7 +109,9 @@ def adapt_support(
             "support_losses": losses,
         },
     }
-    return AdaptedPredictor(model, state, support.label_names, metadata=metadata, batch_size=batch_size)
+    return AdaptedPredictor(
+        model, state, support.label_names, metadata=metadata, batch_size=batch_size, precision=precision
+    )
 
 
 def adapt(
@@ -117,6 +126,7 @@ def adapt(
     label_column: str = "label",
     inner_steps: int | None = None,
     batch_size: int = 64,
+    precision: Precision = "fp32",
 ) -> AdaptedPredictor:
     """Adapt a meta-trained encoder to a few labelled examples and return a predictor.
 
@@ -132,6 +142,8 @@ def adapt(
         label_column: header name of the label column (files only).
         inner_steps: adaptation steps; default the meta-trained model's evaluation setting.
         batch_size: texts per forward pass when predicting.
+        precision: "fp32" (exact, the default) or "bf16" autocast: about 2x faster on CPUs with bf16
+            units and on GPUs (see ``xmeta.meta.inference_precision``).
 
     Returns:
         An ``AdaptedPredictor`` (``predict``, ``save``).
@@ -147,7 +159,7 @@ def adapt(
         source = MetaSource(model, {"model": "in-memory MetaModel", "algorithm": model.cfg.algorithm})
     else:
         source = load_meta(model)
-    return adapt_support(sup, source, seed=seed, inner_steps=inner_steps, batch_size=batch_size)
+    return adapt_support(sup, source, seed=seed, inner_steps=inner_steps, batch_size=batch_size, precision=precision)
 
 
 def _version() -> str:
