@@ -236,8 +236,8 @@ class MetaLearner:
                 first_order=True,  # the meta-gradient is not needed at test time
             )
         state = state.detach()
-        if state.prototypes is not None:  # stored state stays float32 whatever the autocast precision
-            state.prototypes = state.prototypes.float()
+        if state.prototypes is not None and state.prototypes.dtype == torch.bfloat16:
+            state.prototypes = state.prototypes.float()  # the stored state stays float32 under bf16 autocast
         return state
 
     def adapt(self, support: Sequence[Example], *, seed: int = 0) -> EpisodePredictor:
