@@ -19,14 +19,6 @@ TINY = EncoderConfig(model="tiny", text_prefix="", lora_r=2, lora_alpha=2.0, dty
 BF16_LOSS_RTOL = 2e-2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(algorithm: str = "maml", **enc_kw: object) -> MetaModel:
     enc = toy_encoder(dataclasses.replace(TINY, **enc_kw), layers=3)
     randomize_adapters(enc, std=0.2, seed=1)

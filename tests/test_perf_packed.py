@@ -15,14 +15,6 @@ from xmeta.models.packed import length_buckets
 TINY = EncoderConfig(model="tiny", text_prefix="", lora_r=2, lora_alpha=2.0, dtype="float64", max_length=48)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; OpenMP spin-waiting on a shared machine costs ~50x
-    yield
-    torch.set_num_threads(n)
-
-
 def _texts(n: int = 17, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     words = vocabulary()

@@ -22,14 +22,6 @@ CONFIGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(cfg: dict, dropout: float = 0.0) -> MetaModel:
     enc = toy_encoder(TINY, layers=2)
     randomize_adapters(enc, std=0.2, seed=3)
