@@ -47,11 +47,16 @@ def inference_precision(precision: str, device: torch.device) -> contextlib.Abst
     Raises:
         InputError: for another precision name.
     """
-    if precision == "fp32":
-        return contextlib.nullcontext()
+    check_precision(precision)
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return contextlib.nullcontext()
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``InputError`` unless ``precision`` is one of ``PRECISIONS``."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
 
 
 @contextlib.contextmanager
@@ -142,7 +147,7 @@ class EpisodePredictor:
         memo: FeatureMemo | None = None,
         precision: Precision = "fp32",
     ) -> None:
-        inference_precision(precision, torch.device("cpu"))  # reject a bad name here, not at predict time
+        check_precision(precision)  # reject a bad name here, not at predict time
         self.model = model
         self.state = state
         self.label_names = tuple(label_names)
@@ -197,7 +202,7 @@ class MetaLearner:
         inner_steps: int | None = None,
         precision: Precision = "fp32",
     ) -> None:
-        inference_precision(precision, torch.device("cpu"))  # reject a bad name before any work
+        check_precision(precision)  # reject a bad name before any work
         self.model = model
         self.batch_size = batch_size
         self.precision = precision
