@@ -17,7 +17,7 @@ from xmeta.errors import XmetaError
 from xmeta.registry import UnknownNameError
 
 # Order is the order shown by `xmeta --help`.
-COMMANDS = ["demo", "models", "episodes", "train", "bench", "adapt", "predict"]
+COMMANDS = ["demo", "models", "episodes", "train", "bench", "adapt", "predict", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,6 +57,17 @@ class Prediction:
     def names(self) -> list[str]:
         return [self.label_names[i] for i in self.labels.tolist()]
 
+    def records(self, ndigits: int = 6) -> list[dict]:
+        """One ``{"label": name, "scores": {name: probability}}`` per row, probabilities rounded.
+
+        The output format of ``xmeta predict`` and ``xmeta serve`` (both call this, so their numbers agree).
+        """
+        names = self.label_names
+        return [
+            {"label": names[label], "scores": {n: round(p, ndigits) for n, p in zip(names, probs)}}
+            for label, probs in zip(self.labels.tolist(), self.probs.tolist())
+        ]
+
 
 @runtime_checkable
 class Predictor(Protocol):

@@ -84,7 +84,6 @@ def write_predictions(predictor: AdaptedPredictor, texts: list[str], out: TextIO
     """Predict ``texts`` in chunks and stream one JSON line per text to ``out`` (tqdm on stderr)."""
     from tqdm.auto import tqdm
 
-    names = predictor.label_names
     # Chunks of several batches: the predictor sorts each chunk by length, and output streams out
     # chunk by chunk instead of after the whole file.
     chunk = batch_size * 8
@@ -92,9 +91,8 @@ def write_predictions(predictor: AdaptedPredictor, texts: list[str], out: TextIO
         for start in range(0, len(texts), chunk):
             part = texts[start : start + chunk]
             pred = predictor.predict(part)
-            for text, label, probs in zip(part, pred.labels.tolist(), pred.probs.tolist()):
-                scores = {name: round(p, 6) for name, p in zip(names, probs)}
-                out.write(json.dumps({"text": text, "label": names[label], "scores": scores}, ensure_ascii=False))
+            for text, record in zip(part, pred.records()):
+                out.write(json.dumps({"text": text, **record}, ensure_ascii=False))
                 out.write("\n")
             bar.update(len(part))
     out.flush()
