@@ -343,3 +343,49 @@ def test_serve_help_teaches(capsys):
     out = capsys.readouterr().out
     for needle in ("POST /v1/classify", "curl", "XMETA_SERVE_TOKEN", "Retry-After", "SIGTERM", "/metrics"):
         assert needle in out, needle
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_page_in_a_real_browser_renders_labels_and_score_bars(served, tiny, tmp_path):
+    """Headless Debian Chromium (driven by Playwright) picks a model, types two sentences, clicks
+    Classify; the rendered labels equal the API's, and the screenshot's bars are as long as the scores."""
+    if not CHROMIUM.exists():
+        if os.environ.get("XMETA_REQUIRE_BROWSER"):
+            pytest.fail("XMETA_REQUIRE_BROWSER is set but /usr/bin/chromium is missing (apt-get install chromium)")
+        pytest.skip("no /usr/bin/chromium (apt-get install chromium); CI installs it")
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    server, _ = served
+    texts = [t for t, _ in rows(tiny["data"], "test", "bbb_Latn")][:2]
+    api = httpx.post(f"{server.url}/v1/classify", json={"model": "bbb", "texts": texts}).json()["predictions"]
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]  # fmt: skip
+    shot = tmp_path / "page.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        page = browser.new_page(viewport={"width": 900, "height": 900})
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model option[value=bbb]", state="attached")
+        page.select_option("#model", "bbb")
+        page.fill("#texts", "\n".join(texts))
+        page.click("#go")
+        page.wait_for_selector("body[data-done='1']")
+        shown = page.locator(".result .top").all_inner_texts()
+        track = page.locator(".result").first.locator(".track").first.bounding_box()
+        page.screenshot(path=str(shot))
+        browser.close()
+    assert shown == [p["label"] for p in api]
+    # The first result's top bar (orange) is drawn as long as its probability times the track width.
+    img = Image.open(shot).convert("RGB")
+    y = int(track["y"] + track["height"] / 2)
+    orange = [x for x in range(img.width) if _near(img.getpixel((x, y)), (0xE0, 0x66, 0x2B))]
+    best = max(api[0]["scores"].values())
+    assert orange, "no bar rendered"
+    assert abs(len(orange) / track["width"] - best) < 0.02, (len(orange), track["width"], best)
+
+
+def _near(rgb: tuple[int, int, int], want: tuple[int, int, int], tol: int = 12) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(rgb, want))
