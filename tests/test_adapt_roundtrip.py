@@ -69,8 +69,9 @@ def test_api_round_trip_gives_identical_predictions(tiny, tmp_path, variant):
     np.testing.assert_array_equal(after.labels, before.labels)
     np.testing.assert_allclose(after.probs, before.probs, rtol=0, atol=1e-6)
     # order of inputs does not change a text's prediction (length-sorted batches are put back)
+    # Other batch compositions pad differently: fp32 rounding only (measured up to 2.2e-6 for protomaml).
     rev = xmeta.load_predictor(out, batch_size=3).predict(test[::-1])
-    np.testing.assert_allclose(rev.probs[::-1], before.probs, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(rev.probs[::-1], before.probs, rtol=0, atol=5e-6)
 
 
 def test_adapt_accepts_a_file_a_loaded_model_and_is_deterministic(tiny):
