@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="override the format guessed from the suffix (default: auto)",
     )
+    add_inference_options(p)
+    p.set_defaults(func=_run)
+
+
+def add_inference_options(p: argparse.ArgumentParser) -> None:
+    """``--batch-size`` and ``--precision``, shared by ``xmeta predict`` and ``xmeta serve``."""
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (default: 64)")
     p.add_argument(
         "--precision",
@@ -52,7 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fp32 (exact, default) or bf16 autocast: about 2x faster on CPUs with bf16 units (AVX512-BF16, "
         "AMX) and on GPUs; on 875 benchmark queries it changed 0.3%% of the predictions, not the accuracy",
     )
-    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -61,10 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="texts allowed to wait; beyond it requests get 503 + Retry-After (default: 4096)")  # fmt: skip
     p.add_argument("--max-texts", type=int, default=256, metavar="N", help="texts per request (default: 256)")
     p.add_argument("--max-chars", type=int, default=10_000, metavar="N", help="characters per text (default: 10000)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N",
-                   help="texts per encoder call inside a forward pass (default: 64, as xmeta predict)")  # fmt: skip
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="fp32 (exact, default) or bf16 autocast (faster on bf16 CPUs and GPUs)")  # fmt: skip
+    from xmeta.commands.predict import add_inference_options
+
+    add_inference_options(p)  # --batch-size, --precision: as xmeta predict
     p.add_argument("--adapt-dir", metavar="DIR", help="enable POST /v1/adapt; new classifiers are saved here")
     p.add_argument("--no-auth", action="store_true",
                    help="allow binding a non-loopback address without $XMETA_SERVE_TOKEN")  # fmt: skip
