@@ -57,8 +57,13 @@ def test_help_lists_flags_and_methods(capsys: pytest.CaptureFixture[str]) -> Non
         "--out",
     ):
         assert flag in text
+    from xmeta.bench.methods import METHODS
+
     for method in ("frozen-proto", "finetune", "meta:<run dir>", "icl[:<llm>]", "icl0", "external:<file>"):
         assert method in text
+    for method in ("logreg[:<encoder>]", "setfit[:<encoder>]", "icl:openai:<model>", "missing_predictions"):
+        assert method in text
+    assert all(METHODS.get(name).form in text for name in METHODS)  # the registry is the list
 
 
 def test_shipped_configs_load_and_open_with_the_command() -> None:

@@ -207,16 +207,45 @@ def test_results_json_schema(data_dir: Path, truth: dict, tmp_path: Path) -> Non
     assert "published_other_protocols" in res and set(res["published_other_protocols"]["per_lang"]) == set(LANGS)
 
 
-def test_external_predictions_are_scored_where_they_exist(data_dir: Path, truth: dict, tmp_path: Path) -> None:
+def test_missing_predictions_count_as_wrong_unless_excluded(data_dir: Path, truth: dict, tmp_path: Path) -> None:
     cfg = make_cfg(data_dir, tmp_path / "ext")
     table = make_episodes(cfg, load_eval_data(cfg))
     queries = [q for lang in LANGS for ep in table[1][lang] for q in ep.query]
     covered = {q.uid: q.label_name for q in queries[::2]}  # about half the queries, answered correctly
     preds = tmp_path / "preds.jsonl"
     preds.write_text("".join(json.dumps({"uid": uid, "label": name}) + "\n" for uid, name in covered.items()))
-    res = run_bench(make_cfg(data_dir, tmp_path / "ext", methods=["fake-const", f"external:{preds}"]), progress=False)
-    ext = res["methods"][f"external:{preds}"]
-    assert ext["mean_accuracy"] == pytest.approx(1.0)
-    coverage = np.mean([ext["per_lang"][lang]["coverage"] for lang in LANGS])
+    methods = ["fake-const", f"external:{preds}"]
     # Episodes may share queries, so coverage counts query occurrences (equal per language).
-    assert coverage == pytest.approx(np.mean([q.uid in covered for q in queries]))
+    expected_coverage = np.mean([q.uid in covered for q in queries])
+
+    res = run_bench(make_cfg(data_dir, tmp_path / "ext", methods=methods), progress=False)
+    ext = res["methods"][f"external:{preds}"]
+    assert ext["scored_on"] == "all queries"
+    assert ext["coverage"] == pytest.approx(expected_coverage)
+    assert ext["mean_accuracy"] == pytest.approx(expected_coverage)  # every answer right, every gap wrong
+    assert res["methods"]["fake-const"]["coverage"] == 1.0
+    md = (tmp_path / "ext" / "results.md").read_text()
+    assert "coverage (%)" in md and f"{100 * expected_coverage:.1f}" in md
+
+    res = run_bench(
+        make_cfg(data_dir, tmp_path / "excl", methods=methods, missing_predictions="exclude"), progress=False
+    )
+    ext = res["methods"][f"external:{preds}"]
+    assert ext["mean_accuracy"] == pytest.approx(1.0) and ext["coverage"] == pytest.approx(expected_coverage)
+    assert "(answered queries only)" in (tmp_path / "excl" / "results.md").read_text()
+
+
+def test_usage_of_server_backed_predictors_reaches_the_cost_table(data_dir: Path, tmp_path: Path) -> None:
+    class Metered(FakePredictor):
+        def usage(self) -> dict[str, int]:
+            return {"requests": 3, "cached": 1, "prompt_tokens": 1200, "completion_tokens": 4}
+
+    class MeteredLearner(FakeLearner):
+        def adapt(self, support, *, seed=0):
+            return Metered(self.method, label_names_of(support), "const")
+
+    register_method("fake-metered", lambda spec, ctx: MeteredLearner(spec.name, "const"), overwrite=True)
+    res = run_bench(make_cfg(data_dir, tmp_path, methods=["fake-metered"]), progress=False)
+    cost = res["methods"]["fake-metered"]["cost"]
+    assert cost["prompt_tokens_per_episode"] == 1200 and cost["requests_per_episode"] == 3
+    assert "1,200 + 4 (3 req, 1 cached)" in (tmp_path / "results.md").read_text()

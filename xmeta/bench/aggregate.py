@@ -30,7 +30,7 @@ def lang_summary(cell: Cell, cfg: BenchConfig, seed: int) -> dict[str, Any]:
     if cell.status != "ok":
         return {"status": "failed", "error": cell.error, "accuracy": None, "ci95": None, "macro_f1": None}
     acc, f1 = _scores(cell, "accuracy"), _scores(cell, "macro_f1")
-    n_scored = sum(e.n_scored for e in cell.episodes)
+    n_answered = sum(e.n_scored if e.n_answered is None else e.n_answered for e in cell.episodes)
     n_queries = sum(e.n_queries for e in cell.episodes)
     if not acc:
         return {
@@ -47,7 +47,7 @@ def lang_summary(cell: Cell, cfg: BenchConfig, seed: int) -> dict[str, Any]:
         "macro_f1": float(np.mean(f1)),
         "macro_f1_ci95": list(bootstrap_ci(f1, n_boot=cfg.bootstrap, level=cfg.ci, seed=seed)),
         "n_episodes": len(acc),
-        "coverage": n_scored / n_queries if n_queries else 0.0,
+        "coverage": n_answered / n_queries if n_queries else 0.0,
     }
 
 
@@ -62,7 +62,13 @@ def cost_summary(cells: Sequence[Cell]) -> dict[str, Any]:
     predict = sum(e.predict_s for e in eps)
     queries = sum(e.n_queries for e in eps)
     peaks = [c.peak_rss_mb for c in cells if c.peak_rss_mb is not None]
+    usage = [e.usage for e in eps if e.usage]
+    tokens = {}
+    if usage:  # server-backed LLMs: what was sent (cached responses cost nothing and are counted apart)
+        for key in ("requests", "cached", "prompt_tokens", "completion_tokens"):
+            tokens[f"{key}_per_episode"] = sum(u.get(key, 0) for u in usage) / len(usage)
     return {
+        **tokens,
         "seconds_per_episode": (adapt + predict) / len(eps),
         "adapt_seconds_per_episode": adapt / len(eps),
         "ms_per_query": 1000.0 * predict / queries if queries else None,
@@ -87,6 +93,8 @@ def method_summary(info: MethodInfo, cells: Mapping[str, Cell], cfg: BenchConfig
         else None,
         "mean_macro_f1": float(np.mean([s["macro_f1"] for s in ok.values()])) if ok else None,
         "n_langs": len(ok),
+        "coverage": float(np.mean([s["coverage"] for s in ok.values()])) if ok else None,
+        "scored_on": "answered queries only" if cfg.missing_predictions == "exclude" else "all queries",
         "complete": len(ok) == len(cfg.langs),
         "failed": {lang: s["error"] for lang, s in per_lang.items() if s["status"] != "ok"},
         "per_lang": per_lang,

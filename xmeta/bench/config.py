@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from xmeta.bench.methods import parse_method
+from xmeta.bench.methods import METHODS, parse_method
 from xmeta.registry import UnknownNameError
 
 _SPLITS = ("train", "dev", "test")
@@ -24,8 +24,9 @@ class BenchConfig:
     Attributes:
         task: Corpus name in ``xmeta.data`` (``sib200``, ``afrisenti``, ``files``).
         langs: Evaluation languages (FLORES-style codes for SIB-200).
-        methods: Method specs: ``frozen-proto``, ``finetune``, ``meta:<run dir>``, ``meta:default``,
-            ``icl:<llm>``, ``icl0:<llm>`` (zero-shot), ``external:<predictions file>``.
+        methods: Method specs of registered kinds (``xmeta bench --help`` lists them), e.g.
+            ``frozen-proto``, ``logreg``, ``setfit``, ``meta:default``, ``icl:<llm>``,
+            ``icl:openai:<model>``, ``external:<predictions file>``.
         n_way: Classes per episode.
         k_shot: Support examples per class; several values give one benchmark per K.
         q_query: Query examples per class.
@@ -38,12 +39,16 @@ class BenchConfig:
         data_dir: Directory holding the corpora (default: ``$XMETA_DATA_DIR``).
         data_options: Extra keyword arguments for the task loader (e.g. ``files`` for ``files``).
         encoder: Encoder (zoo name or path) of ``frozen-proto`` and ``finetune``.
-        method_options: Per method kind (``frozen-proto``, ``finetune``, ``meta``, ``icl``, ``icl0``,
-            ``external``) keyword arguments for its learner, e.g. ``{icl: {batch_size: 8}}``.
+        method_options: Per registered method kind (``xmeta bench --help`` lists them) keyword
+            arguments for its learner, e.g. ``{icl: {batch_size: 8}}``.
         out: Output directory (results, report, plots, per-cell checkpoints).
         bootstrap: Bootstrap resamples for the 95% intervals.
         ci: Confidence level of the intervals.
         retry_failed: On resumption, run again the cells that failed before (finished ones never are).
+        missing_predictions: A query a method left without a prediction (no line in a predictions
+            file, an LLM answer naming no label) is ``wrong`` (the default: it counts against the
+            method) or ``exclude`` (scores over the answered queries only, labelled so in the
+            report). Coverage is reported either way. Use a fresh ``out`` when changing it.
         rss_interval_s: Sampling period of the peak-RSS monitor.
         published: Show the published SIB-200 numbers (other protocols) beside our table.
         plots: Write the PNG plots.
@@ -68,6 +73,7 @@ class BenchConfig:
     bootstrap: int = 2000
     ci: float = 0.95
     retry_failed: bool = True
+    missing_predictions: str = "wrong"
     rss_interval_s: float = 0.05
     published: bool = True
     plots: bool = True
@@ -86,9 +92,11 @@ class BenchConfig:
             )
         if self.on_small_class not in ("error", "skip", "shrink"):
             raise ValueError(f"on_small_class must be error, skip or shrink, got {self.on_small_class!r}")
-        unknown = set(self.method_options) - {"frozen-proto", "finetune", "meta", "icl", "icl0", "external"}
+        if self.missing_predictions not in ("wrong", "exclude"):
+            raise ValueError(f"missing_predictions must be 'wrong' or 'exclude', got {self.missing_predictions!r}")
+        unknown = set(self.method_options) - set(METHODS)  # the method registry is the only list of kinds
         if unknown:
-            raise ValueError(f"method_options has unknown method kind(s) {sorted(unknown)}")
+            raise ValueError(f"method_options has unknown method kind(s) {sorted(unknown)}; known: {sorted(METHODS)}")
         for kind, opts in self.method_options.items():
             if not isinstance(opts, dict):
                 raise ValueError(f"method_options.{kind} must be a mapping, got {opts!r}")

@@ -87,6 +87,14 @@ class MethodKind:
     arg: ArgRule = "none"
     default_arg: str | None = None
     help: str = ""
+    arg_name: str = "arg"
+
+    @property
+    def form(self) -> str:
+        """How a spec of this kind is written, e.g. ``meta:<run dir>`` or ``icl[:<llm>]``."""
+        return {"none": self.name, "optional": f"{self.name}[:<{self.arg_name}>]"}.get(
+            self.arg, f"{self.name}:<{self.arg_name}>"
+        )
 
 
 METHODS: Registry[MethodKind] = Registry("method")
@@ -104,6 +112,7 @@ def register_method(
     default_arg: str | None = None,
     describe: Describe | None = None,
     help: str = "",
+    arg_name: str = "arg",
     overwrite: bool = False,
 ) -> MethodKind:
     """Register a method kind so configs and ``--methods`` can name it.
@@ -115,6 +124,7 @@ def register_method(
         default_arg: The argument when ``arg="optional"`` and none is given.
         describe: ``(spec, ctx) -> MethodInfo`` without loading a model (default: the spec).
         help: One line for ``xmeta bench --help``.
+        arg_name: What the argument is, for ``--help`` (``meta:<run dir>``).
         overwrite: Replace an existing kind of that name (tests, notebooks).
 
     Returns:
@@ -122,7 +132,7 @@ def register_method(
     """
     if ":" in name:
         raise ValueError(f"method kind {name!r} must not contain ':'")
-    kind = MethodKind(name, build, describe or _describe_plain, arg, default_arg, help)
+    kind = MethodKind(name, build, describe or _describe_plain, arg, default_arg, help, arg_name)
     if overwrite and name in METHODS:
         METHODS._items[name] = kind  # the shared Registry has no replace; overwriting is opt-in here
     else:
@@ -160,14 +170,15 @@ def build_learner(spec: MethodSpec, ctx: BuildContext) -> Learner:
     return METHODS.get(spec.kind).build(spec, ctx)
 
 
-def methods_help() -> str:
-    """One line per registered kind, for ``--help``."""
+def methods_help(width: int = 100) -> str:
+    """One entry per registered kind (the ``xmeta bench --help`` epilog is written from it)."""
+    import textwrap
+
     lines = []
     for name in METHODS:
         kind = METHODS.get(name)
-        form = {"none": name, "optional": f"{name}[:ARG]", "required": f"{name}:ARG"}[kind.arg]
-        lines.append(f"{form}: {kind.help}")
-    return "; ".join(lines)
+        lines += textwrap.wrap(kind.help, width, initial_indent=f"  {kind.form:<18} ", subsequent_indent=" " * 21)
+    return "\n".join(lines)
 
 
 # ---- adapters to the core, ICL and external-predictions modules (the only wiring points) ----
@@ -203,15 +214,42 @@ def _finetune_options(spec: MethodSpec, ctx: BuildContext) -> tuple[Any, Any, in
     return enc, from_dict(FinetuneConfig, options), batch_size
 
 
-def _icl_config(spec: MethodSpec, ctx: BuildContext) -> Any:
-    from xmeta.icl import ICLConfig
+OPENAI_PREFIX = "openai:"
 
+
+def _icl_options(spec: MethodSpec, ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(options shared by every ICL backend, the ``openai`` sub-mapping for server-backed ones)."""
     options = dict(ctx.options)
+    remote = options.pop("openai", None) or {}
+    if not isinstance(remote, dict):
+        raise ConfigError(f"method_options.{spec.kind}.openai must be a mapping, got {remote!r}")
+    if "api_key" in remote:
+        raise ConfigError(
+            f"method_options.{spec.kind}.openai.api_key: configs are saved with the results, so they never hold "
+            "keys; put the key in an environment variable (OPENAI_API_KEY, or the one named by api_key_env)"
+        )
     template = options.pop("template", None) or TEMPLATE_BY_TASK.get(ctx.task)
     if template is None:
         raise ConfigError(f"no ICL prompt template for task {ctx.task!r}; set method_options.{spec.kind}.template")
-    base = {"model": spec.arg or DEFAULT_LLM, "template": template, "zero_shot": spec.kind == "icl0"}
-    return from_dict(ICLConfig, {**base, **options})
+    return {"template": template, "zero_shot": spec.kind == "icl0", **options}, remote
+
+
+def _icl_config(spec: MethodSpec, ctx: BuildContext) -> Any:
+    """``ICLConfig`` for ``icl[:<llm>]``, ``RemoteICLConfig`` for ``icl:openai:<model>``."""
+    common, remote = _icl_options(spec, ctx)
+    arg = spec.arg or DEFAULT_LLM
+    if arg.startswith(OPENAI_PREFIX):
+        from xmeta.icl.remote import RemoteICLConfig
+
+        shared = {k: common.pop(k) for k in ("template", "zero_shot", "verbalizers", "normalize") if k in common}
+        if common:  # in-process options (dtype, batch_size, ...) mean nothing to a server
+            raise ConfigError(
+                did_you_mean(sorted(common)[0], sorted(RemoteICLConfig.__dataclass_fields__), f"{spec.kind} option")
+            )
+        return from_dict(RemoteICLConfig, {"model": arg[len(OPENAI_PREFIX) :], **shared, **remote})
+    from xmeta.icl import ICLConfig
+
+    return from_dict(ICLConfig, {"model": arg, **common})
 
 
 def _build_frozen_proto(spec: MethodSpec, ctx: BuildContext) -> Learner:
@@ -239,8 +277,10 @@ def _build_meta(spec: MethodSpec, ctx: BuildContext) -> Learner:
 
 def _build_icl(spec: MethodSpec, ctx: BuildContext) -> Learner:
     from xmeta.icl import ICLLearner
+    from xmeta.icl.remote import RemoteICLConfig, RemoteICLLearner
 
-    return ICLLearner.from_config(_icl_config(spec, ctx))
+    cfg = _icl_config(spec, ctx)
+    return RemoteICLLearner(cfg) if isinstance(cfg, RemoteICLConfig) else ICLLearner.from_config(cfg)
 
 
 def _build_external(spec: MethodSpec, ctx: BuildContext) -> Learner:
@@ -263,7 +303,49 @@ def _describe_meta(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
 def _describe_icl(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
     cfg = _icl_config(spec, ctx)
     mode = "zero-shot" if cfg.zero_shot else "in-context"
-    return MethodInfo(spec.name, spec.kind, spec.name, {"model": cfg.model, "template": cfg.template, "mode": mode})
+    details = {"model": cfg.model, "template": cfg.template, "mode": mode}
+    if hasattr(cfg, "scoring"):  # server-backed: how it scored (the URL may be private; the key is never here)
+        details.update(backend="openai-compatible server", scoring=cfg.scoring)
+    return MethodInfo(spec.name, spec.kind, spec.name, details)
+
+
+def _logreg_options(spec: MethodSpec, ctx: BuildContext) -> tuple[Any, Any]:
+    from xmeta.peers.logreg import LogRegConfig
+
+    options = dict(ctx.options)
+    enc = _encoder_config(BuildContext(ctx.task, spec.arg or ctx.encoder), options)
+    return enc, from_dict(LogRegConfig, options)
+
+
+def _build_logreg(spec: MethodSpec, ctx: BuildContext) -> Learner:
+    from xmeta.peers.logreg import LogRegLearner
+
+    enc, cfg = _logreg_options(spec, ctx)
+    return LogRegLearner.from_config(enc, cfg)
+
+
+def _describe_logreg(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
+    enc, cfg = _logreg_options(spec, ctx)
+    return MethodInfo(spec.name, spec.kind, spec.name, {"encoder": enc.model, "C": cfg.C, "normalize": cfg.normalize})
+
+
+def _setfit_config(spec: MethodSpec, ctx: BuildContext) -> tuple[str, Any]:
+    from xmeta.peers.setfit_learner import SetFitConfig
+
+    return spec.arg or ctx.encoder, from_dict(SetFitConfig, dict(ctx.options))
+
+
+def _build_setfit(spec: MethodSpec, ctx: BuildContext) -> Learner:
+    from xmeta.peers.setfit_learner import SetFitLearner
+
+    model, cfg = _setfit_config(spec, ctx)
+    return SetFitLearner(model, cfg)
+
+
+def _describe_setfit(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
+    model, cfg = _setfit_config(spec, ctx)
+    details = {"encoder": model, "batch_size": cfg.batch_size, "num_epochs": cfg.num_epochs}
+    return MethodInfo(spec.name, spec.kind, spec.name, {**details, "body_learning_rate": cfg.body_learning_rate})
 
 
 def _describe_external(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
@@ -291,25 +373,51 @@ register_method("finetune", _build_finetune, describe=_describe_finetune, help="
 register_method(
     "meta",
     _build_meta,
+    arg_name="run dir",
     arg="required",
     describe=_describe_meta,
     help="meta-trained run: meta:<run dir> or meta:default",
 )
 register_method(
+    "logreg",
+    _build_logreg,
+    arg_name="encoder",
+    arg="optional",
+    describe=_describe_logreg,
+    help="logistic regression on frozen mean-pooled embeddings (MTEB's probe); logreg:<encoder> for another",
+)
+register_method(
+    "setfit",
+    _build_setfit,
+    arg_name="encoder",
+    arg="optional",
+    describe=_describe_setfit,
+    help="SetFit (the setfit library): contrastive fine-tuning + logistic head; setfit:<encoder> for another",
+)
+register_method(
     "icl",
     _build_icl,
+    arg_name="llm",
     arg="optional",
     default_arg=DEFAULT_LLM,
     describe=_describe_icl,
-    help=f"in-context LLM, support as demonstrations (default {DEFAULT_LLM})",
+    help=f"in-context LLM, the support set as demonstrations (default {DEFAULT_LLM}); "
+    "icl:openai:<model> asks an OpenAI-compatible server ($OPENAI_BASE_URL, $OPENAI_API_KEY)",
 )
 register_method(
-    "icl0", _build_icl, arg="optional", default_arg=DEFAULT_LLM, describe=_describe_icl, help="zero-shot LLM prompting"
+    "icl0",
+    _build_icl,
+    arg_name="llm",
+    arg="optional",
+    default_arg=DEFAULT_LLM,
+    describe=_describe_icl,
+    help="zero-shot LLM prompting (icl0:openai:<model> through a server)",
 )
 register_method(
     "external",
     _build_external,
+    arg_name="file",
     arg="required",
     describe=_describe_external,
-    help="predictions made elsewhere (JSONL/CSV uid,label), scored on the uids they cover",
+    help="predictions made elsewhere (JSONL/CSV uid,label); a query without one counts as wrong (coverage is reported)",
 )

@@ -35,6 +35,8 @@ COLUMNS: dict[str, str] = {
     "qwen3_14b_3shot": "Qwen3-14B-Base 3-shot",
     "llama31_8b_3shot": "Llama-3.1-8B 3-shot",
     "gemma2_9b_it_3shot": "gemma-2-9b-it 3-shot",
+    "gemma3_12b_it_3shot": "gemma-3-12b-it 3-shot (EMMA-500 eval)",
+    "emma500_llama31_8b_bi_3shot": "EMMA-500 Llama-3.1-8B bilingual 3-shot",
 }
 
 

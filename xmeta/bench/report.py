@@ -61,15 +61,17 @@ def _k_section(k: str, res: Mapping[str, Any]) -> list[str]:
     for m in names:
         r = methods[m]
         mark = "" if r["complete"] else f" ({r['n_langs']}/{len(res['langs'])} langs)†"
+        if r.get("scored_on") == "answered queries only":
+            mark += " (answered queries only)"
         mean_row.append(f"**{_cell(r['mean_accuracy'], r['mean_ci95'])}**{mark}")
         f1_row.append(_pct(r["mean_macro_f1"]))
     out = [f"## K = {k}", ""] + _table(header, rows + [mean_row, f1_row]) + [""]
     if any(not methods[m]["complete"] for m in names):
         out += ["† mean over the languages where the method did not fail (see Failures).", ""]
     cost_rows = []
+    fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
     for m in names:
         c = methods[m]["cost"]
-        fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
         cost_rows.append(
             [
                 methods[m]["display"],
@@ -77,16 +79,27 @@ def _k_section(k: str, res: Mapping[str, Any]) -> list[str]:
                 fmt(c.get("ms_per_query"), ".2f"),
                 fmt(c.get("peak_rss_mb"), ".0f"),
                 fmt(c.get("load_seconds"), ".1f"),
+                fmt(methods[m].get("coverage") and 100 * methods[m]["coverage"], ".1f"),
+                _tokens(c),
             ]
         )
-    out += [f"Cost (K = {k})", ""]
-    out += _table(
-        ["method", "s / episode (adapt+predict)", "ms / query (predict)", "peak RSS (MB)", "load (s)"], cost_rows
-    )
+    out += [f"Cost and coverage (K = {k})", ""]
+    header = ["method", "s / episode (adapt+predict)", "ms / query (predict)", "peak RSS (MB)", "load (s)"]
+    out += _table(header + ["coverage (%)", "LLM tokens / episode (prompt + completion; requests, cached)"], cost_rows)
     failures = [(m, lang, err) for m in names for lang, err in methods[m]["failed"].items()]
     if failures:
         out += ["", f"Failures (K = {k})", ""] + [f"- `{m}` on {lang}: {err}" for m, lang, err in failures]
     return out + [""]
+
+
+def _tokens(cost: Mapping[str, Any]) -> str:
+    """Server-backed LLM usage per episode, e.g. ``61,250 + 245 (245 req, 0 cached)``; ``–`` otherwise."""
+    if cost.get("requests_per_episode") is None:
+        return "–"
+    return (
+        f"{cost['prompt_tokens_per_episode']:,.0f} + {cost['completion_tokens_per_episode']:,.0f} "
+        f"({cost['requests_per_episode']:.0f} req, {cost['cached_per_episode']:.0f} cached)"
+    )
 
 
 def _vs_k_section(results: Mapping[str, Any]) -> list[str]:

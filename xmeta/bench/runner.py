@@ -40,7 +40,7 @@ from xmeta.bench.episodes import (
 )
 from xmeta.bench.methods import BuildContext, MethodInfo, MethodSpec, build_learner, describe_method, parse_method
 from xmeta.bench.metrics import episode_scores, load_metric
-from xmeta.bench.store import Cell, CellStore, EpisodeResult, atomic_write_json
+from xmeta.bench.store import Cell, CellStore, EpisodeResult
 from xmeta.config import save_config, to_dict
 from xmeta.interfaces import Episode, Learner
 
@@ -68,12 +68,15 @@ def warm_up(learner: Learner) -> bool:
     return True
 
 
-def run_episode(learner: Learner, episode: Episode, seed: int) -> EpisodeResult:
+def run_episode(learner: Learner, episode: Episode, seed: int, missing: str = "wrong") -> EpisodeResult:
     """Adapt on the episode's support, predict its queries, score them.
 
     A predictor with ``predict_examples(query)`` (external predictions, looked up by uid) gets the
-    query examples; any other gets the query texts. Queries a prediction marks ``missing`` are
-    left out of the scores (predictions made elsewhere are scored where they exist).
+    query examples; any other gets the query texts. A query a prediction marks ``missing`` (no
+    prediction in a file, an LLM answer that names no label) counts as a wrong answer by default
+    (``missing="wrong"``); ``missing="exclude"`` scores only the answered queries (an explicit,
+    labelled option). Either way the episode records how many queries were answered (coverage).
+    A predictor with ``usage()`` (server-backed LLMs) has its request and token counts recorded.
     """
     t0 = time.perf_counter()
     predictor = learner.adapt(episode.support, seed=seed)
@@ -85,11 +88,14 @@ def run_episode(learner: Learner, episode: Episode, seed: int) -> EpisodeResult:
     if len(labels) != len(episode.query):
         raise ValueError(f"predictor returned {len(labels)} labels for {len(episode.query)} queries")
     refs = np.array([q.label for q in episode.query])
-    missing = np.asarray(getattr(pred, "missing", np.zeros(len(labels), bool)), dtype=bool)
-    keep = ~missing if missing.shape == labels.shape else np.ones(len(labels), bool)
+    flagged = np.asarray(getattr(pred, "missing", np.zeros(len(labels), bool)), dtype=bool)
+    unanswered = (flagged if flagged.shape == labels.shape else np.zeros(len(labels), bool)) | (labels < 0)
+    labels = np.where(unanswered, -1, labels)  # a missing answer never matches a class
+    keep = ~unanswered if missing == "exclude" else np.ones(len(labels), bool)
     scores: dict[str, float | None] = {"accuracy": None, "macro_f1": None}
     if keep.any():
         scores = dict(episode_scores(labels[keep].tolist(), refs[keep].tolist(), episode.n_way))
+    usage = getattr(predictor, "usage", None)
     return EpisodeResult(
         index=episode.index,
         accuracy=scores["accuracy"],
@@ -99,6 +105,8 @@ def run_episode(learner: Learner, episode: Episode, seed: int) -> EpisodeResult:
         adapt_s=t1 - t0,
         predict_s=t2 - t1,
         pred=labels.tolist(),
+        n_answered=int((~unanswered).sum()),
+        usage=dict(usage()) if callable(usage) else None,
     )
 
 
@@ -117,7 +125,9 @@ def run_cell(
     with PeakRSS(cfg.rss_interval_s) as rss:
         try:
             for ep in episodes:
-                cell.episodes.append(run_episode(learner, ep, adapt_seed(cfg, k, lang, ep.index)))
+                cell.episodes.append(
+                    run_episode(learner, ep, adapt_seed(cfg, k, lang, ep.index), cfg.missing_predictions)
+                )
                 bar.update(1)
         except Exception as err:  # one language failing must not lose the other cells
             log.warning("%s K=%d %s failed: %s: %s", spec.name, k, lang, type(err).__name__, err)
@@ -253,10 +263,3 @@ def _assemble(
         key: by_k[str(cfg.k_shot[0])][key] for key in ("task", "n_way", "q_query", "episodes_per_lang", "seed", "langs")
     }
     return {**common, "k_shot": list(cfg.k_shot), "by_k": by_k, **extra}
-
-
-def write_results(results: Mapping[str, Any], out: Path) -> Path:
-    """Write results.json atomically (a reader never sees a half-written file)."""
-    path = out / "results.json"
-    atomic_write_json(path, results)
-    return path

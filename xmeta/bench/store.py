@@ -69,6 +69,9 @@ class EpisodeResult:
         adapt_s: Seconds in ``adapt``.
         predict_s: Seconds in ``predict``.
         pred: Predicted episode label ids (-1 where there is no prediction).
+        n_answered: Queries that got a prediction (None in cells stored before coverage was kept: all).
+        usage: Requests and tokens sent to a server-backed LLM (``prompt_tokens``, ``completion_tokens``,
+            ``requests``, ``cached``), None for local methods.
     """
 
     index: int
@@ -79,6 +82,8 @@ class EpisodeResult:
     adapt_s: float
     predict_s: float
     pred: list[int] = field(default_factory=list)
+    n_answered: int | None = None
+    usage: dict[str, int] | None = None
 
 
 @dataclass

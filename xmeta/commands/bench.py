@@ -7,14 +7,13 @@ import json
 import sys
 from typing import Any
 
-EPILOG = """\
-methods (--methods, comma-separated):
-  frozen-proto           prototypes of the frozen encoder (the floor)
-  finetune               LoRA fine-tuning on the support set
-  meta:<run dir>         a meta-trained checkpoint (meta:default = the adapter shipped with xmeta)
-  icl[:<llm>]            in-context learning, the support set as demonstrations (default gemma-3-270m)
-  icl0[:<llm>]           zero-shot prompting
-  external:<file>        predictions made elsewhere (JSONL/CSV with uid,label), scored where they exist
+EPILOG_TAIL = """\
+method options: method_options.<kind> in the config, e.g.
+  method_options: {icl: {openai: {base_url: http://127.0.0.1:8080/v1, scoring: loglik, max_concurrency: 4}}}
+  (scoring: loglik = label log-likelihood via echoed logprobs; choice = parse a chat answer. The key is
+  read from $OPENAI_API_KEY, never from a config. Responses are cached under $XMETA_CACHE/llm_responses.)
+  missing_predictions=wrong|exclude: a query without a prediction counts as wrong (default) or is left
+  out (reported as "answered queries only"); coverage is shown either way.
 
 precedence: dataclass defaults < --config YAML < key=value overrides < flags.
 Finished method x K x language cells are stored under OUT/cells and never recomputed: rerun the
@@ -25,6 +24,14 @@ examples:
   xmeta bench --config eval/configs/sib200_lowres.yaml --methods frozen-proto,icl --k-shot 1,5
   xmeta bench --task sib200 --langs swh_Latn,yor_Latn --methods frozen-proto --episodes 5 bootstrap=5000
 """
+
+
+def epilog() -> str:
+    """The ``--help`` epilog: the registered methods (the registry is the only list), then usage notes."""
+    from xmeta.bench.methods import methods_help
+
+    return "methods (--methods, comma-separated):\n" + methods_help() + "\n\n" + EPILOG_TAIL
+
 
 # flag dest -> BenchConfig field
 FLAGS = {
@@ -54,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "identical for every method; report accuracy and macro-F1 with bootstrap 95% intervals per "
             "language and for the mean over languages, plus seconds per episode, ms per query and peak RSS."
         ),
-        epilog=EPILOG,
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="YAML", help="benchmark config (fields of xmeta.bench.BenchConfig)")
