@@ -26,6 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     vf = msub.add_parser("verify", help="check every cached file against its sha256")
     vf.add_argument("names", nargs="*", metavar="NAME", help="zoo names (default: all cached)")
     vf.set_defaults(func=_verify)
+    gg = msub.add_parser(
+        "gguf",
+        help="print the path of a model's GGUF file (for llama.cpp servers), assembling it once",
+        description="Print the GGUF file of a zoo model, e.g. to serve it: "
+        "python -m xmeta.icl.llama_server --model $(xmeta models gguf gemma-3-270m) --logits_all true",
+    )
+    gg.add_argument("name", metavar="NAME", help="zoo name (gemma-3-270m)")
+    gg.set_defaults(func=_gguf)
 
 
 def _size(n: int) -> str:
@@ -62,6 +70,18 @@ def _pull(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"{name}: {path} ({_size(entry['bytes'])}, {entry['source']}, {time.perf_counter() - start:.1f}s)\n"
         )
+    return 0
+
+
+def _gguf(args: argparse.Namespace) -> int:
+    from xmeta.errors import InputError
+    from xmeta.models.gguf_convert import cached_gguf
+    from xmeta.models.zoo import ZOO
+
+    ZOO.get(args.name)  # unknown names get a did-you-mean error
+    if args.name != "gemma-3-270m":
+        raise InputError(f"{args.name} has no GGUF file in the zoo (only gemma-3-270m does)")
+    sys.stdout.write(f"{cached_gguf()}\n")
     return 0
 
 

