@@ -13,16 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "adapt_new_language.ipynb"
 
 
-def run_notebook(params: dict[str, object], timeout: int = 900) -> nbformat.NotebookNode:
-    """Execute the notebook with a cell overriding ``params`` injected after its parameters cell."""
+def run_notebook(params: dict[str, object], timeout: int = 900, notebook: Path = NOTEBOOK) -> nbformat.NotebookNode:
+    """Execute a notebook with a cell overriding ``params`` injected after its parameters cell."""
     from nbclient import NotebookClient
 
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(notebook, as_version=4)
     index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     override = "\n".join(f"{k} = {v!r}" for k, v in params.items())
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(override))
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
     )
     client.execute()
     return nb

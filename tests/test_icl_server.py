@@ -12,9 +12,6 @@ every query, Spearman 0.79-1.0 per query. Thresholds below leave margin for othe
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,53 +26,13 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is in the test extras")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LlamaServer:
-    """``python -m xmeta.icl.llama_server`` on a free port, started and stopped by the tests."""
-
-    def __init__(self, log: Path) -> None:
-        from xmeta.models.gguf_convert import cached_gguf
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.gguf = cached_gguf()
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> LlamaServer:
-        import httpx
-
-        cmd = [sys.executable, "-m", "xmeta.icl.llama_server", "--model", str(self.gguf), "--model_alias",
-               "gemma-3-270m", "--logits_all", "true", "--n_ctx", "4096", "--n_threads", "2",
-               "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"llama server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        pytest.fail("llama server did not come up within 180 s")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log").start()
+    from xmeta.icl.llama_server import LocalServer
+
+    srv = LocalServer(log=tmp_path_factory.mktemp("llama") / "server.log").start()
     yield srv
-    srv.kill()
+    srv.stop(kill=True)
 
 
 def _episode(data_dir: Path, lang: str = "swh_Latn", k: int = 5):
@@ -144,11 +101,11 @@ def test_killed_server_leaves_a_resumable_benchmark(server, data_dir, tmp_path) 
     assert n_cached() == 2 * per_cell
 
 
-def _kill_after(server: LlamaServer, count, n: int) -> None:
+def _kill_after(server, count, n: int) -> None:
     deadline = time.monotonic() + 600
     while count() < n and time.monotonic() < deadline:
         time.sleep(0.05)
-    server.kill()
+    server.stop(kill=True)  # SIGKILL mid-benchmark: no goodbye to the clients
 
 
 def test_choice_mode_parses_chat_answers_and_reports_coverage(server, data_dir, tmp_path) -> None:

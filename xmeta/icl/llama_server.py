@@ -17,7 +17,13 @@ where the original is fast enough to compare with).
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,6 +167,86 @@ def uninstall() -> None:
     original = getattr(Llama.create_completion, _PATCHED, None)
     if original is not None:
         Llama.create_completion = original
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalServer:
+    """This module's server as a child process on ``127.0.0.1`` (what the tests and ``eval/llm`` start).
+
+    Args:
+        gguf: Model file (default: the zoo's gemma-3-270m, assembled once).
+        alias: The model name clients send.
+        port: TCP port (default: a free one).
+        n_ctx: Context size; a 7-way 5-shot SIB-200 prompt needs ~2,000 tokens.
+        n_threads: llama.cpp threads.
+        log: File that receives the server's output (default: discarded).
+    """
+
+    def __init__(
+        self,
+        gguf: str | Path | None = None,
+        *,
+        alias: str = "gemma-3-270m",
+        port: int | None = None,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        log: str | Path | None = None,
+    ) -> None:
+        if gguf is None:
+            from xmeta.models.gguf_convert import cached_gguf
+
+            gguf = cached_gguf()
+        self.gguf, self.alias, self.n_ctx, self.n_threads = Path(gguf), alias, n_ctx, n_threads
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = Path(log) if log else None
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 180.0) -> LocalServer:
+        """Start (or restart) the server and wait until ``/v1/models`` answers.
+
+        Raises:
+            RuntimeError: The server exited or did not answer within ``timeout_s``.
+        """
+        import httpx
+
+        cmd = [sys.executable, "-m", "xmeta.icl.llama_server", "--model", str(self.gguf), "--model_alias", self.alias,
+               "--logits_all", "true", "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
+               "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+        out = self.log.open("ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama server exited with status {self.proc.returncode} (log: {self.log})")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"llama server did not answer on {self.url} within {timeout_s:.0f} s (log: {self.log})")
+
+    def stop(self, kill: bool = False) -> None:
+        """Terminate (or ``kill``) the server and wait for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(60)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[LocalServer]:
+        """``with LocalServer().running() as srv: ... srv.url ...``"""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
 
 def main() -> None:
