@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[models,tracking,serve,test]"
+	$(BIN)/pip install -q -e ".[models,tracking,serve,peers,llm-server,test]"
 	touch $@
 
 venv: $(VENV)/.installed

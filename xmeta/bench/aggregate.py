@@ -64,7 +64,7 @@ def cost_summary(cells: Sequence[Cell]) -> dict[str, Any]:
     peaks = [c.peak_rss_mb for c in cells if c.peak_rss_mb is not None]
     usage = [e.usage for e in eps if e.usage]
     tokens = {}
-    if usage:  # server-backed LLMs: what was sent (cached responses cost nothing and are counted apart)
+    if usage:  # server-backed LLMs: the tokens of every response the method needed; `cached` = served from disk
         for key in ("requests", "cached", "prompt_tokens", "completion_tokens"):
             tokens[f"{key}_per_episode"] = sum(u.get(key, 0) for u in usage) / len(usage)
     return {

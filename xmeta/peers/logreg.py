@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xmeta.errors import XmetaError
 from xmeta.interfaces import Example, Prediction, label_names_of
 from xmeta.models.encoder import Encoder, EncoderConfig
 from xmeta.peers.embeddings import FrozenEmbedder
@@ -57,6 +58,25 @@ def _sklearn_logreg(cfg: LogRegConfig, seed: int):  # -> sklearn.linear_model.Lo
     return LogisticRegression(C=cfg.C, max_iter=cfg.max_iter, random_state=seed)
 
 
+def scikit_prediction(proba: np.ndarray, classes: np.ndarray, label_names: tuple[str, ...], source: str) -> Prediction:
+    """A :class:`Prediction` from a scikit-learn style ``predict_proba`` whose columns are ``classes`` (label ids).
+
+    Raises:
+        XmetaError: Non-finite probabilities (diverged training or corrupt weights), never passed on.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    if not np.isfinite(proba).all():
+        raise XmetaError(f"{source} produced non-finite class probabilities (diverged training or corrupt weights)")
+    probs = np.zeros((len(proba), len(label_names)))
+    probs[:, np.asarray(classes).astype(int)] = proba  # classes are the support's label ids, sorted
+    return Prediction(probs.argmax(axis=1).astype(np.int64), probs, label_names)
+
+
+def empty_prediction(label_names: tuple[str, ...]) -> Prediction:
+    """The prediction for no texts."""
+    return Prediction(np.zeros(0, dtype=np.int64), np.zeros((0, len(label_names))), label_names)
+
+
 class LogRegPredictor:
     """Class probabilities from a fitted probe; ``label_names[i]`` is class ``i``."""
 
@@ -66,13 +86,10 @@ class LogRegPredictor:
         self.label_names = label_names
 
     def predict(self, texts: Sequence[str]) -> Prediction:
-        n = len(self.label_names)
         if len(texts) == 0:
-            return Prediction(np.zeros(0, dtype=np.int64), np.zeros((0, n)), self.label_names)
+            return empty_prediction(self.label_names)
         proba = self.clf.predict_proba(self.embed(texts))
-        probs = np.zeros((len(texts), n))
-        probs[:, self.clf.classes_.astype(int)] = proba  # classes_ are the support's label ids, sorted
-        return Prediction(probs.argmax(axis=1).astype(np.int64), probs, self.label_names)
+        return scikit_prediction(proba, self.clf.classes_, self.label_names, "the logistic-regression probe")
 
 
 class LogRegLearner:

@@ -23,8 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from xmeta.interfaces import Example, Prediction, label_names_of
 
 logger = logging.getLogger(__name__)
@@ -106,15 +104,12 @@ class SetFitPredictor:
         self.text_prefix = text_prefix
 
     def predict(self, texts: Sequence[str]) -> Prediction:
-        n = len(self.label_names)
+        from xmeta.peers.logreg import empty_prediction, scikit_prediction
+
         if len(texts) == 0:
-            return Prediction(np.zeros(0, dtype=np.int64), np.zeros((0, n)), self.label_names)
-        proba = np.asarray(self.model.predict_proba([self.text_prefix + t for t in texts], as_numpy=True))
-        if not np.isfinite(proba).all():
-            raise ValueError("SetFit produced non-finite class probabilities (diverged or corrupt weights)")
-        probs = np.zeros((len(texts), n))
-        probs[:, np.asarray(self.model.model_head.classes_).astype(int)] = proba
-        return Prediction(probs.argmax(axis=1).astype(np.int64), probs, self.label_names)
+            return empty_prediction(self.label_names)
+        proba = self.model.predict_proba([self.text_prefix + t for t in texts], as_numpy=True)
+        return scikit_prediction(proba, self.model.model_head.classes_, self.label_names, "SetFit")
 
 
 class SetFitLearner:
