@@ -70,10 +70,13 @@ def test_shipped_configs_load_and_open_with_the_command() -> None:
     lowres = load_config(BenchConfig, ROOT / "eval/configs/sib200_lowres.yaml")
     assert len(lowres.langs) == 25 and lowres.k_shot == [1, 5, 10] and lowres.n_way == 7 and lowres.q_query == 5
     assert lowres.episodes_per_lang == 20 and lowres.seed == 0
-    assert lowres.methods[0] == "frozen-proto" and all(m.startswith("meta:") for m in lowres.methods[1:])
+    assert lowres.methods[:2] == ["frozen-proto", "logreg"] and all(m.startswith("meta:") for m in lowres.methods[2:])
     costly = load_config(BenchConfig, ROOT / "eval/configs/sib200_lowres_costly.yaml")
     assert set(costly.langs) < set(lowres.langs) and {"finetune", "icl:gemma-3-270m"} <= set(costly.methods)
-    for name in ("sib200_lowres", "sib200_lowres_costly", "smoke"):
+    peers = load_config(BenchConfig, ROOT / "eval/configs/sib200_lowres_peers.yaml")
+    assert peers.langs == costly.langs and peers.episodes_per_lang == 1  # episode 0 of the same languages
+    assert {"setfit", "logreg", "icl:openai:gemma-3-270m", "meta:eval/results/meta_runs/protonet"} <= set(peers.methods)
+    for name in ("sib200_lowres", "sib200_lowres_costly", "sib200_lowres_peers", "smoke"):
         first = (ROOT / f"eval/configs/{name}.yaml").read_text().splitlines()
         assert first[0].startswith("#") and any("xmeta bench --config eval/configs/" in line for line in first[:3])
 

@@ -177,7 +177,8 @@ def methods_help(width: int = 100) -> str:
     lines = []
     for name in METHODS:
         kind = METHODS.get(name)
-        lines += textwrap.wrap(kind.help, width, initial_indent=f"  {kind.form:<18} ", subsequent_indent=" " * 21)
+        text = kind.help or "(no description)"  # wrap("") gives no line at all, which would hide the method
+        lines += textwrap.wrap(text, width, initial_indent=f"  {kind.form:<18} ", subsequent_indent=" " * 21)
     return "\n".join(lines)
 
 
