@@ -170,6 +170,9 @@ def test_label_logprob_uses_the_tokens_from_the_label_boundary() -> None:
     assert label_logprob(resp, 5, 14) == (-1.5, 2)  # the generated token (offset 14) is not part of the label
     with pytest.raises(ServerError, match="no echoed token starts at the label"):
         label_logprob(resp, 6, 14)
+    nan = {"choices": [{"logprobs": {"text_offset": [0, 5], "token_logprobs": [None, float("nan")]}}]}
+    with pytest.raises(ServerError, match="non-finite"):
+        label_logprob(nan, 5, 14)  # never a NaN score
     with pytest.raises(ServerError, match="echo"):
         label_logprob({"choices": [{"logprobs": None}]}, 5, 14)
 

@@ -69,7 +69,8 @@ def _text_offsets(llama: Any, tokens: list[int], start: int) -> list[int]:
     text; lenient decoding of a valid UTF-8 byte prefix keeps exactly the characters it contains
     whole. Anything else (invalid UTF-8, a leading BOS) takes the original's quadratic route.
     """
-    pieces = [llama.detokenize([t]) for t in tokens]
+    memo = llama.__dict__.setdefault("_xmeta_piece_bytes", {})  # token id -> bytes, shared by every request
+    pieces = [memo[t] if t in memo else memo.setdefault(t, llama.detokenize([t])) for t in tokens]
     whole = b"".join(pieces)
     try:
         whole.decode("utf-8")

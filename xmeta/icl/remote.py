@@ -21,6 +21,7 @@ concurrency); ``usage()`` reports requests, cache hits and tokens for the benchm
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import unicodedata
 from collections import Counter
@@ -127,8 +128,8 @@ def label_logprob(response: dict[str, Any], boundary: int, end: int) -> tuple[fl
             "the prompt where the answer begins, so its label log-probability is undefined"
         )
     picked = [values[i] for i in idx]
-    if any(v is None for v in picked):
-        raise ServerError("the server returned a null log-probability inside the label")
+    if any(v is None or not math.isfinite(v) for v in picked):
+        raise ServerError(f"the server returned a null or non-finite log-probability inside the label: {picked}")
     return float(sum(picked)), len(picked)
 
 

@@ -77,19 +77,36 @@ def empty_prediction(label_names: tuple[str, ...]) -> Prediction:
     return Prediction(np.zeros(0, dtype=np.int64), np.zeros((0, len(label_names))), label_names)
 
 
-class LogRegPredictor:
+class ProbaPredictor:
+    """A predictor over a scikit-learn style classifier: subclasses give ``proba(texts)`` and ``classes``."""
+
+    label_names: tuple[str, ...]
+    source: str = "the classifier"
+
+    def proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(predict_proba rows, their class ids)`` for non-empty ``texts``."""
+        raise NotImplementedError
+
+    def predict(self, texts: Sequence[str]) -> Prediction:
+        if isinstance(texts, str):
+            raise TypeError("predict takes a sequence of texts, not a single string")
+        if len(texts) == 0:
+            return empty_prediction(self.label_names)
+        return scikit_prediction(*self.proba(texts), self.label_names, self.source)
+
+
+class LogRegPredictor(ProbaPredictor):
     """Class probabilities from a fitted probe; ``label_names[i]`` is class ``i``."""
+
+    source = "the logistic-regression probe"
 
     def __init__(self, embed: FrozenEmbedder, clf, label_names: tuple[str, ...]) -> None:
         self.embed = embed
         self.clf = clf
         self.label_names = label_names
 
-    def predict(self, texts: Sequence[str]) -> Prediction:
-        if len(texts) == 0:
-            return empty_prediction(self.label_names)
-        proba = self.clf.predict_proba(self.embed(texts))
-        return scikit_prediction(proba, self.clf.classes_, self.label_names, "the logistic-regression probe")
+    def proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.clf.predict_proba(self.embed(texts)), self.clf.classes_
 
 
 class LogRegLearner:

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from xmeta.interfaces import Example, Prediction, label_names_of
+from xmeta.interfaces import Example, label_names_of
+from xmeta.peers.logreg import ProbaPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -95,21 +96,19 @@ def sentence_transformer(model: str, cfg: SetFitConfig) -> Any:
     return SentenceTransformer(modules=modules, device=cfg.device)
 
 
-class SetFitPredictor:
+class SetFitPredictor(ProbaPredictor):
     """Predicts with one episode's SetFit model; ``label_names[i]`` is class ``i``."""
+
+    source = "SetFit"
 
     def __init__(self, model: Any, label_names: tuple[str, ...], text_prefix: str) -> None:
         self.model = model
         self.label_names = label_names
         self.text_prefix = text_prefix
 
-    def predict(self, texts: Sequence[str]) -> Prediction:
-        from xmeta.peers.logreg import empty_prediction, scikit_prediction
-
-        if len(texts) == 0:
-            return empty_prediction(self.label_names)
+    def proba(self, texts: Sequence[str]) -> tuple[Any, Any]:
         proba = self.model.predict_proba([self.text_prefix + t for t in texts], as_numpy=True)
-        return scikit_prediction(proba, self.model.model_head.classes_, self.label_names, "SetFit")
+        return proba, self.model.model_head.classes_
 
 
 class SetFitLearner:
