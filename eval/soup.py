@@ -4,9 +4,9 @@ Weight averaging of solutions from the same initialisation (checkpoints along on
 that share the seed and hence the LoRA / projection init) tends to generalise better under
 distribution shift than any single member (Wortsman et al., 2022, "Model soups"; Izmailov et al.,
 2018, SWA). Members are meta-run artifacts (``best/``, ``final/``, a copy in
-``eval/results/meta_runs/``) or resumable checkpoints (``checkpoints/step-N``); the soup is written
-as an artifact in the first member's format, so ``meta:<out>`` and ``xmeta adapt --model <out>``
-load it. Choose soups by the meta-validation languages, never by the evaluation languages.
+``eval/results/meta_runs/``) or resumable checkpoints (``checkpoints/step-N``), each verified
+against its digests; the soup is written as a meta artifact with the configs and training record of
+the first published member, so ``meta:<out>`` and ``xmeta adapt --model <out>`` load it. Choose soups by the meta-validation languages, never by the evaluation languages.
 
     python eval/soup.py runs/soup runs/protonet_hr50/final runs/protonet_hr50/checkpoints/step-00000800
 """
@@ -14,26 +14,16 @@ load it. Choose soups by the meta-validation languages, never by the evaluation 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from xmeta.config import from_dict
-from xmeta.training.artifact import peft_adapter
-from xmeta.training.config import TrainConfig
-
-PARAMS = "meta_params.safetensors"  # an artifact's tensors
-CKPT_PARAMS = "params.safetensors"  # a resumable checkpoint's tensors
-
-
-def member_tensors(path: Path) -> dict[str, torch.Tensor]:
-    for name in (PARAMS, CKPT_PARAMS):
-        if (path / name).is_file():
-            return load_file(path / name)
-    raise SystemExit(f"soup: {path} holds neither {PARAMS} (an artifact) nor {CKPT_PARAMS} (a checkpoint)")
+from xmeta.artifacts import CARD, ArtifactError, open_artifact
+from xmeta.artifacts.training_data import training_data_of
+from xmeta.errors import XmetaError
+from xmeta.meta import MetaModel
+from xmeta.meta.checkpoint import configs_of, load_params, save_meta_model
+from xmeta.models.encoder import Encoder
 
 
 def average(members: list[dict[str, torch.Tensor]], names: list[Path]) -> dict[str, torch.Tensor]:
@@ -51,30 +41,28 @@ def average(members: list[dict[str, torch.Tensor]], names: list[Path]) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="directory to write the soup artifact to")
-    p.add_argument(
-        "members", type=Path, nargs="+", help="artifact dirs; the first must be an artifact (its files are copied)"
-    )
+    p.add_argument("members", type=Path, nargs="+", help="meta-trained artifacts, runs or checkpoints (verified)")
     args = p.parse_args(argv)
-    first = args.members[0]
-    if not (first / PARAMS).is_file():
-        raise SystemExit(f"soup: the first member must be an artifact with {PARAMS}: {first}")
-    tensors = average([member_tensors(m) for m in args.members], args.members)
-    shutil.rmtree(args.out, ignore_errors=True)
-    shutil.copytree(first, args.out)
-    save_file(tensors, str(args.out / PARAMS))
-    training = args.out / "training.json"
-    if (args.out / "adapter").is_dir() and training.is_file():  # the peft export must hold the soup, too
-        cfg = from_dict(TrainConfig, json.loads(training.read_text(encoding="utf-8"))["config"])
-        peft_adapter(tensors, cfg, args.out / "adapter")
-    meta_path = args.out / "xmeta_meta.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["soup"] = [str(m) for m in args.members]
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    readme = args.out / "README.md"
-    if readme.is_file():
-        note = "\n".join(["", "## Model soup", "", "Uniform average of the meta-learned tensors of:", ""]
-                         + [f"- `{m}`" for m in args.members])  # fmt: skip
-        readme.write_text(readme.read_text(encoding="utf-8") + note + "\n", encoding="utf-8")
+    try:
+        manifests = [open_artifact(m, "meta") for m in args.members]
+    except ArtifactError as err:
+        raise SystemExit(f"soup: {err}") from None
+    first = next((m for m in manifests if m.kind == "meta"), None)
+    if first is None:
+        raise SystemExit("soup: at least one member must be a published artifact (final/ or best/), not a checkpoint")
+    tensors = average([load_params(m) for m in manifests], args.members)
+    # Written like any meta artifact (manifest, digests, peft export) with the first's layout.
+    enc_cfg, meta_cfg = configs_of(first)
+    model = MetaModel(Encoder.from_config(enc_cfg), meta_cfg)
+    model.load_meta_state_dict(tensors)
+    members = [str(m) for m in args.members]
+    body = (first.root / CARD).read_text(encoding="utf-8").split("\n---\n", 1)[-1] if (first.root / CARD).is_file() else ""
+    note = "\n".join(["", "## Model soup", "", "Uniform average of the meta-learned tensors of:", ""] + [f"- `{m}`" for m in members])
+    try:
+        save_meta_model(model, args.out, training=training_data_of(first), step=first.step, info={"soup": members},
+                        card=body + note + "\n")  # fmt: skip
+    except XmetaError as err:
+        raise SystemExit(f"soup: {err}") from None
     print(f"soup of {len(args.members)} -> {args.out}")
     return 0
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,13 +30,15 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from xmeta.artifacts import TrainingData
 from xmeta.config import ConfigError, load_config, save_config, to_dict
 from xmeta.data import EpisodeSampler, load_task
+from xmeta.data.leakage import records
 from xmeta.errors import XmetaError
 from xmeta.meta import MetaLearner, MetaModel, activation_cache_for, meta_step_loss, save_meta_model, tokenize_episode
 from xmeta.models.encoder import Encoder
 from xmeta.training import checkpoint as ckpt
-from xmeta.training.artifact import write_artifact
+from xmeta.training.artifact import publish
 from xmeta.training.config import TrainConfig
 
 logger = logging.getLogger("xmeta.recipes.meta_train")
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     with accelerator.main_process_first():  # the first process fills the model and data caches
         sampler, val_episodes = build_samplers(cfg)
         encoder = Encoder.from_config(cfg.encoder)
+    # What meta-training and validation read, stored with the model for the benchmark's leakage check.
+    training = TrainingData.from_records(cfg.data.task, records(sampler, "train") + records(val_episodes, "train"))
     model = MetaModel(encoder, cfg.meta).to(accelerator.device)
     frozen_cache = activation_cache_for(encoder, cfg.activation_cache)  # frozen layers' output, once per example
     params = model.meta_params()
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             if acc > state["best_val"]:
                 state.update(best_val=acc, best_step=step, bad_evals=0)
                 if accelerator.is_main_process:
-                    _save_best(model, out, cfg, state)
+                    _save_best(model, out, cfg, state, training)
             else:
                 state["bad_evals"] += 1
         if accelerator.is_main_process:
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps or stop
         ):
             ckpt.save_checkpoint(out, step, model.meta_state_dict(), optimizer.state_dict(), scheduler.state_dict(),
-                                 state, keep=cfg.keep_checkpoints)  # fmt: skip
+                                 state, keep=cfg.keep_checkpoints, encoder=to_dict(cfg.encoder),
+                                 meta=to_dict(cfg.meta))  # fmt: skip
         if stop:
             logger.info("early stop at step %d: %d validations without improvement", step, state["bad_evals"])
             break
@@ -216,24 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if state["best_step"] < 0:  # no validation: the last step is the result
-            _save_best(model, out, cfg, state)
-        final = write_artifact(out / "best", out / "final", cfg, state)
+            _save_best(model, out, cfg, state, training)
+        final = publish(out / "best", out / "final", cfg, state)
         logger.info("done: step %d, best val %.4f at step %d -> %s", state["step"], state["best_val"],
                     state["best_step"], final)  # fmt: skip
     accelerator.end_training()
     return 0
 
 
-def _save_best(model: MetaModel, out: Path, cfg: TrainConfig, state: dict) -> None:
-    """Write ``best/`` atomically (temp dir + rename) so a crash never leaves it half-written."""
-    tmp = out / ".best.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_meta_model(model, tmp, extra={"step": state["step"], "val_acc": state["best_val"], "data": to_dict(cfg.data)})
-    old = out / ".best.old"
-    if (out / "best").exists():
-        os.replace(out / "best", old)
-    os.replace(tmp, out / "best")
-    shutil.rmtree(old, ignore_errors=True)
+def _save_best(model: MetaModel, out: Path, cfg: TrainConfig, state: dict, training: TrainingData) -> None:
+    """Write ``best/`` (atomically: the artifact writer never leaves it half-written)."""
+    val = state["best_val"] if state["best_step"] >= 0 else None
+    save_meta_model(model, out / "best", training=training, step=state["step"], val_acc=val)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from xmeta.artifacts import TrainingData
 from xmeta.meta import MetaConfig, MetaModel, save_meta_model
 from xmeta.models.encoder import Encoder, EncoderConfig
 from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
@@ -73,7 +74,7 @@ def write_meta_checkpoint(directory: Path, model_dir: Path, **meta: object) -> P
         for name, p in model.meta_params().items():
             if "lora_B" in name or name.startswith("head."):
                 p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return save_meta_model(model, directory, extra={"step": 0, "data": {"task": "files", "train_langs": ["aaa_Latn"]}})
+    return save_meta_model(model, directory, training=TrainingData("files", {"aaa_Latn": ("train",)}), step=0)
 
 
 def write_causal_lm(directory: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from adapt_fixtures import write_corpus, write_encoder, write_meta_checkpoint
 from safetensors.torch import load_file, save_file
 
 import xmeta
-from xmeta.adaptation import source as adapt_source
+from xmeta.artifacts import MANIFEST, PARAMS
+from xmeta.artifacts import store as artifact_store
+from xmeta.artifacts.manifest import describe_files
 from xmeta.cli import main as xmeta_main
 from xmeta.errors import InputError
 from xmeta.interfaces import Predictor
@@ -61,7 +65,7 @@ def test_api_round_trip_gives_identical_predictions(tiny, tmp_path, variant):
     before = predictor.predict(test)
     assert before.probs.shape == (len(test), 3) and np.allclose(before.probs.sum(1), 1.0)
     out = predictor.save(tmp_path / "adapted")
-    tensors = load_file(out / "adapted.safetensors")
+    tensors = load_file(out / PARAMS)
     assert not any(k.startswith("inner_lrs.") for k in tensors)
     proto_head = variant in ("protonet", "fomaml-metasgd")
     assert ("prototypes" in tensors) == proto_head and ("episode_head.weight" in tensors) != proto_head
@@ -101,10 +105,12 @@ def test_cli_round_trip_and_output_schema(tiny, tmp_path, capsys, monkeypatch):
     assert xmeta_main(argv) == 0
     assert "adapted to 3 labels from 24 examples (ccc_Latn)" in capsys.readouterr().out
     card = (out / "README.md").read_text(encoding="utf-8")
-    for needle in ("ccc_Latn", "  - sport: 8", "dev.tsv", str(tiny["run"]), "protomaml", "xmeta-adapted/1"):
+    for needle in ("ccc_Latn", "  - sport: 8", "dev.tsv", str(tiny["run"]), "protomaml", "xmeta/2"):
         assert needle in card, needle
-    meta = json.loads((out / "xmeta_adapted.json").read_text(encoding="utf-8"))
-    assert meta["format"] == "xmeta-adapted/1" and meta["label_names"] == ["health", "money", "sport"]
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    meta = manifest["info"]
+    assert manifest["format"] == "xmeta/2" and manifest["kind"] == "adapted"
+    assert meta["label_names"] == ["health", "money", "sport"]
     assert meta["support"]["per_class"] == {"health": 8, "money": 8, "sport": 8} and meta["lang"] == "ccc_Latn"
 
     preds = tmp_path / "preds.jsonl"
@@ -141,7 +147,7 @@ def test_cli_round_trip_and_output_schema(tiny, tmp_path, capsys, monkeypatch):
     # re-adapting into the same directory replaces the artifact
     argv = ["adapt", "--support", str(dev), "--model", str(tiny["run"]), "--out", str(out), "--max-per-class", "2"]
     assert xmeta_main(argv) == 0
-    meta = json.loads((out / "xmeta_adapted.json").read_text(encoding="utf-8"))
+    meta = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["info"]
     assert meta["support"]["per_class"] == {"health": 2, "money": 2, "sport": 2} and meta["lang"] == "und"
     assert "18 over the 2-per-class cap" in (out / "README.md").read_text(encoding="utf-8")
 
@@ -182,12 +188,12 @@ def test_bad_support_inputs_fail_in_one_line(tiny, tmp_path, capsys):
 
 
 def test_default_model_missing_says_how_to_pass_a_run(tiny, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv(adapt_source.DEFAULT_ENV, raising=False)
-    monkeypatch.setattr(adapt_source, "SHIPPED_DEFAULT", tmp_path / "assets" / "default")
+    monkeypatch.delenv(artifact_store.DEFAULT_ENV, raising=False)
+    monkeypatch.setattr(artifact_store, "SHIPPED_DEFAULT", tmp_path / "assets" / "default")
     dev = str(tiny["data"] / "ccc_Latn" / "dev.tsv")
     msg = cli_error(["adapt", "--support", dev, "--out", str(tmp_path / "o")], capsys)
-    assert "no default meta-trained adapter is installed" in msg and "--model runs/default/final" in msg
-    monkeypatch.setenv(adapt_source.DEFAULT_ENV, str(tiny["run"]))  # the bench's variable works here too
+    assert "no default meta-trained model is installed" in msg and "runs/default" in msg
+    monkeypatch.setenv(artifact_store.DEFAULT_ENV, str(tiny["run"]))  # the bench's variable works here too
     assert xmeta_main(["adapt", "--support", dev, "--out", str(tmp_path / "o")]) == 0
 
 
@@ -197,13 +203,13 @@ def test_wrong_directories_are_named(tiny, artifact, tmp_path, capsys):
     msg = cli_error(["adapt", "--support", dev, "--model", str(artifact), "--out", str(tmp_path / "o")], capsys)
     assert "is an adapted model" in msg
     msg = cli_error(["adapt", "--support", dev, "--model", str(tmp_path), "--out", str(tmp_path / "o")], capsys)
-    assert "not a meta-training run" in msg
+    assert "not a meta-trained model or run" in msg
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     msg = cli_error(["adapt", "--support", dev, "--model", str(tiny["run"]), "--out", str(tmp_path / "busy")], capsys)
-    assert "directory exists and is not an adapted model" in msg and (tmp_path / "busy" / "notes.txt").exists()
+    assert "directory exists and is not an xmeta artifact" in msg and (tmp_path / "busy" / "notes.txt").exists()
     msg = cli_error(["predict", "--model", str(tiny["run"] / "final"), "--input", str(texts)], capsys)
-    assert "is a meta-training checkpoint, not an adapted model" in msg
+    assert "is a meta-trained model, not an adapted one" in msg
     msg = cli_error(["predict", "--model", str(tmp_path / "nope"), "--input", str(texts)], capsys)
     assert "adapted model directory not found" in msg
     msg = cli_error(["predict", "--model", str(artifact), "--input", str(tmp_path / "missing.tsv")], capsys)
@@ -220,52 +226,123 @@ def broken_copy(artifact: Path, tmp_path: Path) -> Path:
     return dst
 
 
+def redigest(d: Path) -> None:
+    """Make the manifest match the files again: a consistent artifact whose content is wrong."""
+    manifest = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"] = {k: dataclasses.asdict(v) for k, v in describe_files(d).items()}
+    (d / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
-        ("format2", "format 'xmeta-adapted/2' is not supported by this xmeta (it reads 'xmeta-adapted/1')"),
-        ("format_other", "not an xmeta adapted model (format 'something/1'"),
-        ("no_weights", "missing adapted.safetensors"),
-        ("no_config", "not an adapted model (missing xmeta_adapted.json"),
-        ("bad_json", "xmeta_adapted.json: invalid JSON"),
-        ("corrupt_weights", "adapted.safetensors: cannot read the adapted tensors"),
+        ("format_newer", "format 'xmeta/3' is newer than this xmeta reads ('xmeta/2'); upgrade xmeta"),
+        ("format_other", "not an xmeta artifact (format 'something/1'"),
+        ("no_weights", "params.safetensors: missing (listed in"),
+        ("no_config", "not an adapted model (no xmeta.json"),
+        ("bad_json", "xmeta.json: cannot read the manifest"),
+        ("corrupt_weights", "params.safetensors: does not match its sha256"),
+        ("truncated", "the file is truncated or was changed after it was written"),
+        ("corrupt_peft", "adapter_model.safetensors: does not match its sha256"),
         ("wrong_tensors", "tensors do not fit the stored configs"),
         ("wrong_shape", "episode_head.weight has shape (2, 32), expected (3, 32)"),
+        ("nan_weights", "non-finite values in"),
         ("bad_config", "Did you mean 'encoder.lora_r'"),
     ],
 )
 def test_damaged_artifacts_are_refused(artifact, tmp_path, capsys, damage, message):
     d = broken_copy(artifact, tmp_path)
-    cfg = d / "xmeta_adapted.json"
+    cfg, weights = d / MANIFEST, d / PARAMS
     meta = json.loads(cfg.read_text(encoding="utf-8"))
-    tensors = load_file(d / "adapted.safetensors")
-    if damage == "format2":
-        meta["format"] = "xmeta-adapted/2"
+    tensors = load_file(weights)
+    if damage == "format_newer":
+        meta["format"] = "xmeta/3"
     elif damage == "format_other":
         meta["format"] = "something/1"
     elif damage == "no_weights":
-        (d / "adapted.safetensors").unlink()
+        weights.unlink()
     elif damage == "no_config":
         cfg.unlink()
     elif damage == "bad_json":
         cfg.write_text("{", encoding="utf-8")
-    elif damage == "corrupt_weights":
-        (d / "adapted.safetensors").write_bytes(b"\x00" * 12)
+    elif damage in ("corrupt_weights", "corrupt_peft"):  # a few bytes inside the tensor data, same size
+        target = weights if damage == "corrupt_weights" else d / "adapter" / "adapter_model.safetensors"
+        data = bytearray(target.read_bytes())
+        data[-64:] = b"\xff" * 64
+        target.write_bytes(bytes(data))
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
     elif damage == "wrong_tensors":
-        save_file({k: v for k, v in tensors.items() if "lora_A" not in k}, d / "adapted.safetensors")
+        save_file({k: v for k, v in tensors.items() if "lora_A" not in k}, weights)
     elif damage == "wrong_shape":
         tensors["episode_head.weight"] = tensors["episode_head.weight"][:2].contiguous()
-        save_file(tensors, d / "adapted.safetensors")
+        save_file(tensors, weights)
+    elif damage == "nan_weights":
+        tensors["episode_head.weight"][0, 0] = float("nan")
+        save_file(tensors, weights)
     elif damage == "bad_config":
         meta["encoder"]["lora_rr"] = meta["encoder"].pop("lora_r")
     if cfg.exists() and damage not in ("bad_json",):
         cfg.write_text(json.dumps(meta), encoding="utf-8")
+    if damage in ("wrong_tensors", "wrong_shape", "nan_weights"):
+        redigest(d)
     with pytest.raises(InputError, match=".*") as info:
         xmeta.load_predictor(d)
     assert message in str(info.value) and "\n" not in str(info.value)
     texts = tmp_path / "t.txt"
     texts.write_text("ballc\n", encoding="utf-8")
     assert message in cli_error(["predict", "--model", str(d), "--input", str(texts)], capsys)
+
+
+def test_scores_that_overflow_are_an_error_not_an_output(artifact, tmp_path, capsys):
+    """Finite weights can still give NaN scores (a diverged temperature): never printed as a label."""
+    d = broken_copy(artifact, tmp_path)
+    tensors = load_file(d / PARAMS)
+    tensors["head.log_scale"] = torch.tensor(1000.0)  # exp overflows: infinite logits, NaN probabilities
+    tensors.pop("episode_head.weight"), tensors.pop("episode_head.bias")
+    cfg = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    cfg["meta"]["algorithm"] = "protonet"
+    (d / MANIFEST).write_text(json.dumps(cfg), encoding="utf-8")
+    tensors["prototypes"] = torch.randn(3, 32)
+    save_file(tensors, d / PARAMS)
+    redigest(d)
+    texts = tmp_path / "t.txt"
+    texts.write_text("ballc goalc\n", encoding="utf-8")
+    assert "non-finite class scores for input 0" in cli_error(["predict", "--model", str(d), "--input", str(texts)], capsys)
+
+
+def test_corrupt_meta_run_is_refused_by_adapt(tiny, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    params = run / "final" / PARAMS
+    data = bytearray(params.read_bytes())
+    data[-256:] = bytes(256)  # zeros over the last tensor's data
+    params.write_bytes(bytes(data))
+    dev = str(tiny["data"] / "ccc_Latn" / "dev.tsv")
+    msg = cli_error(["adapt", "--support", dev, "--model", str(run), "--out", str(tmp_path / "o")], capsys)
+    assert f"{params}: does not match its sha256" in msg and "re-create it with `xmeta train`" in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_old_format_artifact_loads_identically_and_migrates(artifact, tiny, tmp_path, capsys):
+    """The compatibility path: an adapted model written before xmeta/2 (no digests) still loads."""
+    old = tmp_path / "old"
+    old.mkdir()
+    manifest = json.loads((artifact / MANIFEST).read_text(encoding="utf-8"))
+    legacy = {"format": "xmeta-adapted/1", **manifest["info"], "encoder": manifest["encoder"], "meta": manifest["meta"]}
+    (old / "xmeta_adapted.json").write_text(json.dumps(legacy), encoding="utf-8")
+    (old / "adapted.safetensors").write_bytes((artifact / PARAMS).read_bytes())
+    texts = [t for t, _ in split(tiny, "test")]
+    want = xmeta.load_predictor(artifact).predict(texts).probs
+    np.testing.assert_array_equal(xmeta.load_predictor(old).predict(texts).probs, want)
+    assert xmeta_main(["artifacts", "migrate", str(old)]) == 0
+    assert "xmeta-adapted/1 -> xmeta/2" in capsys.readouterr().out
+    assert (old / MANIFEST).is_file() and not (old / "xmeta_adapted.json").exists()
+    np.testing.assert_array_equal(xmeta.load_predictor(old).predict(texts).probs, want)
+    assert xmeta_main(["artifacts", "verify", str(old)]) == 0
+    assert "[adapted, protomaml]: ok: " in capsys.readouterr().out
 
 
 def test_bf16_precision_predicts_like_fp32_and_is_really_bf16(tiny, tmp_path, capsys):

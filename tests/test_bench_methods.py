@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+import torch
 
+from xmeta.artifacts import TrainingData, resolve
 from xmeta.bench import BenchConfig, BuildContext, describe_method, parse_method, register_method, run_bench
-from xmeta.bench.metarun import find_checkpoint, read_meta_run, training_data_of
+from xmeta.bench.metarun import read_meta_run
 from xmeta.data.leakage import LeakageError
 from xmeta.errors import InputError
 from xmeta.interfaces import Example, Prediction, label_names_of
@@ -38,15 +39,18 @@ class CountingLearner:
 register_method("fake-count", lambda spec, ctx: CountingLearner(), overwrite=True)
 
 
-def meta_run(tmp_path: Path, algorithm: str = "protomaml", nested: bool = True, name: str = "run") -> Path:
-    """A fake meta run laid out like recipes/meta_train.py writes it: config.yaml + final/xmeta_meta.json."""
+def meta_run(tmp_path: Path, algorithm: str = "protomaml", nested: bool = True, name: str = "run", data=None) -> Path:
+    """A run in the format before xmeta/2 (final/xmeta_meta.json, no digests, no training ids): the
+    compatibility path, whose leakage check re-reads the recorded splits from the data directory."""
+    from safetensors.torch import save_file
+
     run = tmp_path / name
     ckpt = run / "final" if nested else run
     ckpt.mkdir(parents=True)
-    data = {"task": "sib200", "train_langs": ["eng_Latn", "fra_Latn"], "val_langs": ["deu_Latn"], "k_shot": 5}
-    meta = {"format": "xmeta-meta/1", "meta": {"algorithm": algorithm}, "extra": {"step": 500, "data": data}}
+    data = data or {"task": "sib200", "train_langs": ["eng_Latn", "fra_Latn"], "val_langs": ["deu_Latn"], "k_shot": 5}
+    meta = {"format": "xmeta-meta/1", "encoder": {}, "meta": {"algorithm": algorithm}, "extra": {"step": 500, "data": data}}
     (ckpt / "xmeta_meta.json").write_text(json.dumps(meta))
-    (run / "config.yaml").write_text(yaml.safe_dump({"data": data, "meta": {"algorithm": algorithm}}))
+    save_file({"head.log_scale": torch.zeros(())}, str(ckpt / "meta_params.safetensors"))
     return run
 
 
@@ -63,7 +67,7 @@ def test_parse_specs_and_defaults() -> None:
 
 def test_meta_run_names_its_algorithm_and_training_data(tmp_path: Path) -> None:
     run = meta_run(tmp_path, algorithm="fomaml")
-    assert find_checkpoint(run) == run / "final"
+    assert resolve(run) == run / "final"
     info = describe_method(parse_method(f"meta:{run}"), BuildContext("sib200", "multilingual-e5-small"))
     assert info.display == f"meta:{run} (fomaml)" and info.details["algorithm"] == "fomaml"
     assert info.training.splits_by_lang == {"eng_Latn": ("train",), "fra_Latn": ("train",), "deu_Latn": ("dev",)}
@@ -75,7 +79,12 @@ def test_meta_run_without_training_data_or_checkpoint_is_refused(tmp_path: Path)
         read_meta_run(str(tmp_path / "missing"))
     bare = tmp_path / "bare"
     bare.mkdir()
-    (bare / "xmeta_meta.json").write_text(json.dumps({"meta": {"algorithm": "protonet"}, "extra": {}}))
+    (bare / "xmeta_meta.json").write_text(json.dumps({"format": "xmeta-meta/1", "encoder": {}, "meta": {"algorithm": "protonet"}, "extra": {}}))
+    with pytest.raises(InputError, match="missing meta_params.safetensors"):
+        read_meta_run(str(bare))
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(bare / "meta_params.safetensors"))
     with pytest.raises(InputError, match="no leakage check is possible"):
         read_meta_run(str(bare))
 
@@ -114,10 +123,43 @@ def test_a_clean_meta_run_is_checked_and_reported(data_dir: Path, tmp_path: Path
     assert "(protomaml)" in (tmp_path / "out" / "results.md").read_text()
 
 
-def test_training_data_of_reads_explicit_splits_and_ignores_generic_langs() -> None:
-    cfg = {"data": {"task": "sib200", "train_langs": "eng_Latn", "train_split": ["train", "test"]}, "langs": ["x"]}
-    assert training_data_of(cfg).splits_by_lang == {"eng_Latn": ("test", "train")}
-    assert training_data_of({"task": "sib200", "langs": ["eng_Latn"]}) is None
+def test_training_record_round_trips_and_stores_shared_ids_once() -> None:
+    rows = [(f"sib200:{lang}:train:{k}", f"sib200:{k}") for lang in ("eng_Latn", "fra_Latn") for k in range(50)]
+    rows += [("sib200:deu_Latn:dev:7", "sib200:7")]
+    record = TrainingData.from_records("sib200", rows)
+    assert record.splits_by_lang == {"deu_Latn": ("dev",), "eng_Latn": ("train",), "fra_Latn": ("train",)}
+    text = record.to_text()
+    assert text.count('"sib200:49"') == 1  # the source ids of the two parallel languages are stored once
+    back = TrainingData.from_text(text)
+    assert back == record and sorted(back.leakage_records()) == sorted(rows)
+    assert record.summary()["rows"] == 101 and len(record.summary()["sha256"]) == 64
+
+
+def test_recorded_ids_check_leakage_without_the_training_languages(data_dir: Path, tmp_path: Path) -> None:
+    """A run records what it read, so its languages need not be in the benchmark's data directory."""
+    from xmeta.meta import MetaConfig, MetaModel, save_meta_model
+    from xmeta.meta.toy import toy_encoder
+
+    only_eval = tmp_path / "data" / "sib200" / "annotated"
+    only_eval.mkdir(parents=True)
+    (only_eval / "swh_Latn").symlink_to(data_dir / "sib200" / "annotated" / "swh_Latn")
+    model = MetaModel(toy_encoder(), MetaConfig(algorithm="protonet"))
+    # arb_Arab is not in the data directory; its train split shares no sentence with swh's test queries.
+    clean = TrainingData.from_records("sib200", [(f"sib200:arb_Arab:train:{k}", None) for k in range(3)])
+    run = save_meta_model(model, tmp_path / "clean", training=clean)
+    cfg = _cfg(tmp_path / "data", tmp_path / "out", ["fake-count", f"meta:{run}"])
+    res = run_bench(cfg, learners={f"meta:{run}": CountingLearner()}, progress=False)
+    assert res["leakage_check"][f"meta:{run}"].startswith("ok:")
+    # The same run, had its validation read swh's test split: every query's source sentence leaks.
+    from xmeta.data import load_task
+    from xmeta.data.leakage import records
+
+    swh = records(load_task("sib200", str(tmp_path / "data"), langs=["swh_Latn"], splits=["test"]), "train")
+    leaky = TrainingData.from_records("sib200", [(f"sib200:arb_Arab:dev:{sid.split(':')[1]}", sid) for _, sid in swh])
+    run = save_meta_model(model, tmp_path / "leaky", training=leaky)
+    cfg = _cfg(tmp_path / "data", tmp_path / "out2", ["fake-count", f"meta:{run}"])
+    with pytest.raises(LeakageError, match="seen in meta-training"):
+        run_bench(cfg, learners={f"meta:{run}": CountingLearner()}, progress=False)
 
 
 def test_real_core_learners_are_wired(data_dir: Path, tmp_path: Path) -> None:
@@ -135,8 +177,7 @@ def test_real_core_learners_are_wired(data_dir: Path, tmp_path: Path) -> None:
     model = MetaModel(
         Encoder.from_config(EncoderConfig(model=str(enc_dir), **enc_options)), MetaConfig(algorithm="protonet")
     )
-    data = {"task": "sib200", "train_langs": ["eng_Latn"], "val_langs": []}
-    save_meta_model(model, run / "final", extra={"data": data})
+    save_meta_model(model, run / "final", training=TrainingData("sib200", {"eng_Latn": ("train",)}))
     cfg = _cfg(
         data_dir,
         tmp_path / "out",

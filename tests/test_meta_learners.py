@@ -24,7 +24,7 @@ from xmeta.meta import (
     save_meta_model,
     tokenize_episode,
 )
-from xmeta.meta.checkpoint import CONFIG_FILE
+from xmeta.artifacts import MANIFEST
 from xmeta.meta.toy import randomize_adapters, toy_encoder, toy_episode
 
 EP = toy_episode(5, n_way=4, k_shot=3, q_query=4)
@@ -100,16 +100,16 @@ def test_save_load_round_trip(tmp_path) -> None:
         for p in model.inner_lrs.values():
             p.fill_(0.37)
         model.head.log_scale.fill_(0.5)
-    save_meta_model(model, tmp_path / "ckpt", extra={"step": 12})
-    meta = json.loads((tmp_path / "ckpt" / CONFIG_FILE).read_text())
-    assert meta["meta"]["algorithm"] == "maml" and meta["extra"] == {"step": 12}
+    save_meta_model(model, tmp_path / "ckpt", step=12)
+    meta = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+    assert meta["kind"] == "meta" and meta["meta"]["algorithm"] == "maml" and meta["step"] == 12
     loaded = MetaLearner.load(tmp_path / "ckpt", encoder=toy_encoder())
     for n, t in model.meta_state_dict().items():
         assert torch.equal(loaded.model.meta_state_dict()[n], t), n
     np.testing.assert_allclose(
         loaded.adapt(EP.support).predict(QUERY).probs, MetaLearner(model).adapt(EP.support).predict(QUERY).probs
     )
-    with pytest.raises(InputError, match="not an xmeta"):
+    with pytest.raises(InputError, match="not found"):
         load_meta_model(tmp_path / "missing", encoder=toy_encoder())
     other = toy_encoder(dataclasses.replace(toy_encoder().cfg, lora_r=4))
     with pytest.raises(InputError, match="shape"):

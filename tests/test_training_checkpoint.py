@@ -56,19 +56,24 @@ def test_latest_pointer_and_rotation(tmp_path):
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete", "manifest"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "manifest"])
 def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     params, opt, sched = _setup()
     path = ck.save_checkpoint(tmp_path, 1, params, opt.state_dict(), sched.state_dict(), {})
     target = path / ("params.safetensors" if damage != "manifest" else ck.MANIFEST)
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[:20])
-        match = r"params\.safetensors does not match its sha256"
+        match = r"params\.safetensors: 20 bytes, but .* says \d+: the file is truncated"
+    elif damage == "flip":  # same size, different bytes: only the digest can tell
+        data = bytearray(target.read_bytes())
+        data[-4:] = b"\x7f\x7f\x7f\x7f"
+        target.write_bytes(bytes(data))
+        match = r"params\.safetensors: does not match its sha256"
     elif damage == "delete":
         target.unlink()
-        match = "params.safetensors is missing"
+        match = r"params\.safetensors: missing"
     else:
         target.write_text("{not json")
-        match = "manifest.json is missing or unreadable"
+        match = "incomplete or corrupt: .*xmeta.json: cannot read the manifest"
     with pytest.raises(InputError, match=match):
         ck.load_checkpoint(path)

@@ -2,7 +2,10 @@
 
 Each subcommand lives in ``xmeta/commands/<name>.py`` and exposes ``register(subparsers)``;
 heavy imports (torch, transformers) happen inside the command handlers so ``xmeta --help``
-stays instant. Errors caused by input (XmetaError) are reported in one line with exit code 2.
+stays instant. Errors caused by input (XmetaError) are reported in one line with exit code 2, and
+so is a write the machine refused (full disk, no permission, read-only file system) wherever it
+happens: xmeta's write points name the path they were writing (``xmeta.errors.writing``), and any
+other such OSError is reported with the file name it carries.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from xmeta.errors import XmetaError
+from xmeta.errors import NO_SPACE_ERRNOS, WRITE_ERRNOS, WriteError, XmetaError, os_errno
 from xmeta.registry import UnknownNameError
 
 # Order is the order shown by `xmeta --help`.
-COMMANDS = ["demo", "models", "episodes", "train", "bench", "adapt", "predict", "serve"]
+COMMANDS = ["demo", "models", "episodes", "recipes", "train", "bench", "adapt", "predict", "serve", "artifacts"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except Exception as err:  # a refused write that no write point wrapped (see xmeta.errors.writing)
+        code = os_errno(err)
+        if code not in WRITE_ERRNOS:
+            raise
+        # Its path is the file name the OSError carries, if any; it may have been a read.
+        verb = "write" if code in NO_SPACE_ERRNOS else "access"
+        sys.stderr.write(f"xmeta {args.command}: error: {WriteError(getattr(err, 'filename', None), err, verb)}\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from xmeta.errors import XmetaError
+from xmeta.errors import XmetaError, writing
 from xmeta.registry import did_you_mean
 
 C = TypeVar("C")
@@ -168,4 +168,6 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    """Write the resolved config as YAML, atomically (raises WriteError on a full disk or a refused write)."""
+    with writing(path, atomic=True) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")

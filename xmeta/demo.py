@@ -27,11 +27,13 @@ def _say(stream: TextIO, msg: str) -> None:
 
 
 def run_demo(data_dir: str | None = None, out: str | Path = "runs/demo", stream: TextIO = sys.stdout) -> int:
+    from xmeta.artifacts import has_manifest
     from xmeta.bench.config import BenchConfig
+    from xmeta.bench.report import failed_cells
     from xmeta.bench.runner import run_bench
-    from xmeta.commands.train import RECIPES
     from xmeta.data import load_task, resolve_data_dir
     from xmeta.models.zoo import cached_entries, resolve_model
+    from xmeta.recipes_index import config_path, recipe_path
 
     out = Path(out)
     t_start = time.perf_counter()
@@ -58,13 +60,13 @@ def run_demo(data_dir: str | None = None, out: str | Path = "runs/demo", stream:
 
     _say(stream, "== 3/4 meta-training (ProtoNet over LoRA, high-resource languages; recipes/configs/demo.yaml)")
     run_dir = out / "train"
-    if (run_dir / "final" / "xmeta_meta.json").is_file():
+    if has_manifest(run_dir / "final"):
         _say(stream, f"   already trained: {run_dir / 'final'}")
     else:
         import runpy
 
-        recipe = runpy.run_path(str(RECIPES / "meta_train.py"), run_name="xmeta_recipe")
-        argv = ["--config", str(RECIPES / "configs" / "demo.yaml"), f"output_dir={run_dir}"]
+        recipe = runpy.run_path(str(recipe_path("meta_train")), run_name="xmeta_recipe")
+        argv = ["--config", str(config_path("demo")), f"output_dir={run_dir}"]
         argv += [f"data.data_dir={data}"] if data else []
         if (run_dir / "checkpoints" / "latest").is_file():
             argv.append("--resume")
@@ -91,10 +93,17 @@ def run_demo(data_dir: str | None = None, out: str | Path = "runs/demo", stream:
         bootstrap=1000,
     )
     t = time.perf_counter()
-    run_bench(cfg)
+    results = run_bench(cfg)
     _say(stream, f"   benchmark done in {time.perf_counter() - t:.0f}s\n")
     _say(stream, (out / "bench" / "results.md").read_text(encoding="utf-8"))
     plots = sorted((out / "bench").glob("*.png"))
     _say(stream, f"plots: {', '.join(map(str, plots))}")
     _say(stream, f"demo finished in {time.perf_counter() - t_start:.0f}s; outputs in {out}")
+    failed = failed_cells(results)
+    if failed:  # a table with holes is not a finished demo: say so, and exit 1 like `xmeta bench`
+        sys.stderr.write(
+            f"xmeta demo: {len(failed)} benchmark cell(s) failed ({', '.join(failed)}; errors in "
+            f"{out / 'bench' / 'results.md'}); rerun the same command to retry only those\n"
+        )
+        return 1
     return 0

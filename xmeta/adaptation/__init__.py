@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xmeta.adaptation.artifact import FORMAT
 from xmeta.adaptation.predictor import AdaptedPredictor, load_predictor
-from xmeta.adaptation.source import MetaSource, default_model_dir, load_meta, resolve_checkpoint
+from xmeta.adaptation.source import MetaSource, load_meta
 from xmeta.adaptation.support import DEFAULT_MAX_PER_CLASS, SupportInput, SupportSet, load_support
 from xmeta.meta.learners import MetaLearner, Precision
 from xmeta.meta.model import MetaModel
@@ -33,17 +32,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_PER_CLASS",
-    "FORMAT",
     "AdaptedPredictor",
     "MetaSource",
     "SupportSet",
     "adapt",
     "adapt_support",
-    "default_model_dir",
     "load_meta",
     "load_predictor",
     "load_support",
-    "resolve_checkpoint",
 ]
 
 

@@ -8,31 +8,38 @@ artifact format of ``xmeta.adaptation.artifact`` and ``load`` from it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.torch import save_file
 
-from xmeta.adaptation.artifact import (
-    PROTOTYPES,
-    WEIGHTS_FILE,
-    load_tensors,
-    model_card,
-    now,
-    read_metadata,
+from xmeta.adaptation.artifact import PROTOTYPES, check_metadata, model_card, now
+from xmeta.artifacts import (
+    ADAPTER_DIR,
+    CARD,
+    FORMAT,
+    PARAMS,
+    ArtifactError,
+    Manifest,
+    base_model_of,
+    front_matter,
+    open_artifact,
     write_artifact,
 )
-from xmeta.config import ConfigError, from_dict, to_dict
-from xmeta.errors import InputError
+from xmeta.config import to_dict
+from xmeta.errors import InputError, XmetaError
 from xmeta.interfaces import Prediction
+from xmeta.meta.checkpoint import configs_of, head_tensors, load_params, peft_writer, usage
 from xmeta.meta.config import MetaConfig
 from xmeta.meta.functional import EPISODE_HEAD
 from xmeta.meta.learners import EpisodePredictor, Precision
 from xmeta.meta.maml import AdaptedState
 from xmeta.meta.model import MetaModel
-from xmeta.models.encoder import Encoder, EncoderConfig
+from xmeta.models.encoder import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +85,7 @@ class AdaptedPredictor:
     Attributes:
         label_names: class names by label id.
         lang: language code of the support set.
-        metadata: what ``save`` writes to ``xmeta_adapted.json`` (besides the format tag).
+        metadata: what ``save`` records in the manifest's ``info`` (with the label names).
     """
 
     def __init__(
@@ -126,21 +133,41 @@ class AdaptedPredictor:
         texts = list(texts)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         pred = self._episode.predict([texts[i] for i in order])
+        if not np.isfinite(pred.probs).all():
+            bad = order[int(np.flatnonzero(~np.isfinite(pred.probs).all(axis=1))[0])]
+            raise XmetaError(
+                f"non-finite class scores for input {bad} ({texts[bad][:40]!r}): the model's weights or the "
+                "cached encoder are corrupt (`xmeta models verify`), or the input overflows this precision"
+            )
         probs = np.empty_like(pred.probs)
         probs[order] = pred.probs
         labels = probs.argmax(axis=1).astype(np.int64) if len(probs) else np.zeros(0, dtype=np.int64)
         return Prediction(labels, probs, self.label_names)
 
     def save(self, directory: str | Path) -> Path:
-        """Write the artifact (safetensors + JSON + model card) to ``directory``; returns it."""
-        meta = {
-            **self.metadata,
-            "label_names": list(self.label_names),
-            "encoder": to_dict(self.model.encoder.cfg),
-            "meta": to_dict(self.meta_config),
+        """Write the artifact (``xmeta.artifacts``: tensors, peft export, model card) to ``directory``."""
+        enc = self.model.encoder
+        info = {**self.metadata, "label_names": list(self.label_names)}
+        info.setdefault("created", now())
+        base, _ = base_model_of(enc.cfg.model)
+        manifest = Manifest("adapted", to_dict(enc.cfg), to_dict(self.meta_config), base_model=base, info=info)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in artifact_tensors(self.model, self.state).items()}
+        head = head_tensors(self.model, tensors)
+        head.update({"linear." + k.split(".", 1)[1]: v for k, v in tensors.items() if k in EPISODE_HEAD})
+        if PROTOTYPES in tensors:
+            head[PROTOTYPES] = tensors[PROTOTYPES]
+        head_meta = {"label_names": json.dumps(list(self.label_names), ensure_ascii=False)}
+        card_info = {**info, "encoder": manifest.encoder, "xmeta_version": manifest.xmeta_version}
+        langs = [self.lang] if self.lang != "und" else []
+        text = front_matter(manifest, langs, [], "text-classification") + model_card(card_info) + "\n" + usage(
+            manifest, classifier=True
+        )
+        writers = {
+            PARAMS: lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}),
+            ADAPTER_DIR: peft_writer(tensors, enc, base, head, head_meta),
+            CARD: lambda p: p.write_text(text, encoding="utf-8"),
         }
-        meta.setdefault("created", now())
-        return write_artifact(directory, artifact_tensors(self.model, self.state), meta, model_card(meta))
+        return write_artifact(directory, manifest, writers)
 
     @classmethod
     def load(
@@ -153,6 +180,8 @@ class AdaptedPredictor:
     ) -> AdaptedPredictor:
         """Rebuild a predictor from an artifact (the backbone comes from the encoder config via the zoo).
 
+        Every file is verified against its digest first, and non-finite tensors are refused.
+
         Args:
             directory: written by ``save`` / ``xmeta adapt --out``.
             encoder: an already built encoder with the same adapter layout (skips loading the backbone).
@@ -160,40 +189,33 @@ class AdaptedPredictor:
             precision: "fp32" or "bf16" (see the class).
 
         Raises:
-            InputError: missing files, unsupported format version, invalid configs, or tensors that do
-                not fit the model.
+            ArtifactError: missing or corrupt files, unsupported format version, invalid configs, or
+                tensors that do not fit the model.
         """
-        root = Path(directory)
-        meta = read_metadata(root)
-        try:
-            enc_cfg = from_dict(EncoderConfig, meta["encoder"], prefix="encoder.")
-            meta_cfg = from_dict(MetaConfig, meta["meta"], prefix="meta.")
-        except ConfigError as err:
-            raise InputError(f"{root}: {err}") from None
-        # Tensors before the encoder: a corrupt file is reported before the (slow) backbone load.
-        tensors = load_tensors(root)
+        manifest = open_artifact(directory, "adapted")
+        weights = manifest.params_path
+        label_names = check_metadata(manifest)
+        enc_cfg, meta_cfg = configs_of(manifest)
+        # Tensors before the encoder: a bad file is reported before the (slow) backbone load.
+        tensors = load_params(manifest)
         if encoder is None:
             encoder = Encoder.from_config(enc_cfg)
         # Zero inner steps: prediction never differentiates through adaptation, so a second-order
         # algorithm must not switch the encoder to (slower) eager attention here.
         model = MetaModel(encoder, dataclasses.replace(meta_cfg, inner_steps=0, eval_inner_steps=0))
-        label_names = tuple(meta["label_names"])
         want = expected_shapes(model, len(label_names))
         missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
         if missing or unexpected:
-            raise InputError(
-                f"{root / WEIGHTS_FILE}: tensors do not fit the stored configs "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            raise ArtifactError(
+                f"{weights}: tensors do not fit the stored configs (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         for name, shape in want.items():
             if tuple(tensors[name].shape) != shape:
-                raise InputError(
-                    f"{root / WEIGHTS_FILE}: {name} has shape {tuple(tensors[name].shape)}, expected {shape}"
-                )
+                raise ArtifactError(f"{weights}: {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
         protos = tensors.pop(PROTOTYPES, None)
         params = {k: v.to(encoder.device, encoder.dtype) for k, v in tensors.items()}
         state = AdaptedState(params, None if protos is None else protos.to(encoder.device, encoder.dtype))
-        keep = {k: v for k, v in meta.items() if k not in ("format", "label_names", "encoder", "meta")}
+        keep = {k: v for k, v in manifest.info.items() if k != "label_names"}
         return cls(
             model, state, label_names, metadata=keep, batch_size=batch_size, meta_config=meta_cfg, precision=precision
         )

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from xmeta.artifacts import TrainingData
 from xmeta.bench.config import BenchConfig
-from xmeta.bench.metarun import TrainingData
 from xmeta.bench.methods import MethodInfo
 from xmeta.bench.store import episodes_fingerprint
 from xmeta.interfaces import Episode
@@ -135,7 +135,9 @@ def check_no_leakage(infos: Sequence[MethodInfo], table: EpisodeTable, cfg: Benc
     for info in infos:
         if info.training is None:
             continue
-        for train in _training_datasets(info.training, cfg):
+        # Recorded ids need no data; an old run's splits are re-read from the data directory.
+        sources = [info.training] if info.training.has_ids else _training_datasets(info.training, cfg)
+        for train in sources:
             try:
                 check_leakage(train, all_episodes)
             except Exception as err:

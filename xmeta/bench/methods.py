@@ -70,7 +70,7 @@ class MethodInfo:
     kind: str
     display: str
     details: dict[str, Any] = field(default_factory=dict)
-    training: Any = None  # xmeta.bench.metarun.TrainingData | None
+    training: Any = None  # xmeta.artifacts.TrainingData | None
 
 
 Describe = Callable[[MethodSpec, BuildContext], MethodInfo]
@@ -269,10 +269,9 @@ def _build_finetune(spec: MethodSpec, ctx: BuildContext) -> Learner:
 
 
 def _build_meta(spec: MethodSpec, ctx: BuildContext) -> Learner:
-    from xmeta.bench.metarun import find_checkpoint, resolve_run_dir
     from xmeta.meta import MetaLearner, load_meta_model
 
-    model = load_meta_model(find_checkpoint(resolve_run_dir(spec.arg or "default")))
+    model = load_meta_model(spec.arg or "default")
     return MetaLearner(model, **ctx.options)  # batch_size, inner_steps
 
 
@@ -297,7 +296,7 @@ def _describe_meta(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
     if unknown:
         raise ConfigError(did_you_mean(sorted(unknown)[0], ["batch_size", "inner_steps"], "meta option"))
     run = read_meta_run(spec.arg or "default")
-    details = {"algorithm": run.algorithm, "checkpoint": str(run.checkpoint), "training": run.training.as_dict()}
+    details = {"algorithm": run.algorithm, "checkpoint": str(run.checkpoint), "training": run.training.summary()}
     return MethodInfo(spec.name, spec.kind, f"{spec.name} ({run.algorithm})", details, run.training)
 
 

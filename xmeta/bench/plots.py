@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from xmeta.errors import writing
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -16,6 +18,16 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Save and close ``fig``; atomically, so an interrupted or refused save leaves no broken PNG."""
+    try:
+        with writing(path, atomic=True) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _err(acc: float | None, ci: list[float] | None) -> tuple[float, float, float]:
@@ -51,9 +63,7 @@ def plot_per_language(res: Mapping[str, Any], path: Path) -> Path:
     ax.legend(fontsize=7, loc="best")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_vs_k(by_k: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
@@ -75,9 +85,7 @@ def plot_vs_k(by_k: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_plots(results: Mapping[str, Any], out: Path) -> list[Path]:

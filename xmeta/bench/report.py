@@ -27,6 +27,16 @@ def per_k(results: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {str(results["k_shot"]): results}
 
 
+def failed_cells(results: Mapping[str, Any]) -> list[str]:
+    """``"<method> K=<K> <lang>"`` for every cell of the run that failed (empty when all finished)."""
+    return [
+        f"{name} K={k} {lang}"
+        for k, res in per_k(results).items()
+        for name, m in res["methods"].items()
+        for lang in m["failed"]
+    ]
+
+
 def _pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}"
 

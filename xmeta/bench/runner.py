@@ -42,6 +42,7 @@ from xmeta.bench.methods import BuildContext, MethodInfo, MethodSpec, build_lear
 from xmeta.bench.metrics import episode_scores, load_metric
 from xmeta.bench.store import Cell, CellStore, EpisodeResult
 from xmeta.config import save_config, to_dict
+from xmeta.errors import writing
 from xmeta.interfaces import Episode, Learner
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ def run_bench(
 
     Raises:
         InputError / ConfigError: Bad data, missing run directories or files (before any work).
+        WriteError: The output could not be written (full disk, no permission); stored cells stay.
         xmeta.data.leakage.LeakageError: A meta-trained method saw an evaluation query.
         EpisodeMismatchError: Methods were scored on different episodes (a harness bug).
     """
@@ -214,7 +216,8 @@ def run_bench(
     for metric in ("accuracy", "macro_f1"):
         load_metric(metric)  # a broken metric module fails here, not after the first method ran
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     specs = [parse_method(m) for m in cfg.methods]
     ctxs = {s.name: BuildContext(cfg.task, cfg.encoder, cfg.options_for(s.kind)) for s in specs}

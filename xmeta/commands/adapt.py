@@ -12,8 +12,9 @@ support file: TSV, CSV or JSONL with a header; one labelled text per row. Rules:
   more than --max-per-class      seeded random subsample per class (file order kept), with a notice
   fewer than 2 classes, a --labels label with no example, an unknown label, an empty label: error
 
-output DIR: adapted.safetensors (adapted adapters + head/prototypes), xmeta_adapted.json (format,
-labels, configs, support statistics), README.md (model card). Use it with `xmeta predict --model DIR`.
+output DIR: params.safetensors (adapted adapters + head/prototypes), xmeta.json (manifest: labels,
+configs, support statistics, sha256 of every file), adapter/ (peft's format + head.safetensors: the
+classifier in plain transformers + peft), README.md (model card). Use it with `xmeta predict --model DIR`.
 
 examples:
   xmeta adapt --support swh_dev.tsv --lang swh_Latn --out models/swh

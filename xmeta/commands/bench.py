@@ -19,6 +19,10 @@ precedence: dataclass defaults < --config YAML < key=value overrides < flags.
 Finished method x K x language cells are stored under OUT/cells and never recomputed: rerun the
 same command to resume. Outputs: OUT/results.json, results.md, accuracy_*.png, config.yaml.
 
+exit status: 0 every cell finished; 1 some cells failed (they are in results.md with their error,
+the others are reported; rerun the same command to retry only those, or pass --keep-going to exit 0);
+2 bad input or config, or an output that cannot be written (full disk, no permission).
+
 examples:
   xmeta bench --config eval/configs/smoke.yaml
   xmeta bench --config eval/configs/sib200_lowres.yaml --methods frozen-proto,icl --k-shot 1,5
@@ -82,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="fixes the episodes and the bootstrap")
     p.add_argument("--out", metavar="DIR", help="output directory (default: runs/bench)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="exit 0 even when some cells failed (they are still reported; default: exit 1)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -105,7 +114,7 @@ def load_bench_config(args: argparse.Namespace):  # -> BenchConfig
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_bench_config(args)  # a bad value stops here, before any data or model is loaded
-    from xmeta.bench.report import per_k
+    from xmeta.bench.report import failed_cells, per_k
     from xmeta.bench.runner import run_bench
 
     results = run_bench(cfg, progress=not args.no_progress)
@@ -116,4 +125,15 @@ def _run(args: argparse.Namespace) -> int:
             flag = "" if m["complete"] else f" ({len(m['failed'])} language(s) failed)"
             sys.stdout.write(f"K={k} {m['display']}: {score}{flag}\n")
     sys.stdout.write(f"results: {cfg.out}/results.json, {cfg.out}/results.md\n")
-    return 0
+    failed = failed_cells(results)
+    if not failed:
+        return 0
+    total = sum(len(res["methods"]) for res in per_k(results).values()) * len(cfg.langs)
+    retry = "rerun the same command" if cfg.retry_failed else "rerun with retry_failed=true"
+    sys.stdout.flush()  # the summary above comes before the verdict below on a shared terminal
+    sys.stderr.write(
+        f"xmeta bench: {len(failed)} of {total} cells failed ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''};"
+        f" errors in {cfg.out}/results.md); {retry} to retry only those (finished cells are stored under "
+        f"{cfg.out}/cells and never recomputed)\n"
+    )
+    return 0 if args.keep_going else 1

@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _q_query(value: str) -> int | None:
-    from xmeta.errors import InputError
+    from xmeta.errors import InputError, writing
 
     if value.strip().lower() == "all":
         return None
@@ -127,7 +127,8 @@ def _run(args: argparse.Namespace) -> int:
         on_small_class=args.on_small_class,
     )
     try:
-        _write(sampler, langs=langs, query_lang=args.query_lang, args=args)
+        with writing("standard output"):  # `> /dev/full`, or a redirect onto a full disk
+            _write(sampler, langs=langs, query_lang=args.query_lang, args=args)
     except BrokenPipeError:
         # `xmeta episodes ... | head`: the reader left; stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)

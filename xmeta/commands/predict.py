@@ -61,7 +61,7 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from xmeta.errors import InputError
+    from xmeta.errors import InputError, writing
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -73,11 +73,13 @@ def _run(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.model, batch_size=args.batch_size, precision=args.precision)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as out:
+        # Atomic: a failed or interrupted run leaves no half-written predictions file.
+        with writing(args.output, atomic=True) as tmp, open(tmp, "w", encoding="utf-8") as out:
             write_predictions(predictor, texts, out, args.batch_size)
     else:
         try:
-            write_predictions(predictor, texts, sys.stdout, args.batch_size)
+            with writing("standard output"):  # `> /dev/full`, or a redirect onto a full disk
+                write_predictions(predictor, texts, sys.stdout, args.batch_size)
         except BrokenPipeError:
             # `xmeta predict ... | head`: the reader has gone; stop quietly like other Unix tools
             # (and point stdout at devnull so the interpreter's final flush does not fail again).

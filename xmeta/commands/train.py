@@ -1,39 +1,49 @@
-"""``xmeta train``: run the meta-training recipe (same code as ``python recipes/meta_train.py``)."""
+"""``xmeta train``: run a meta-training recipe (same code as ``python recipes/meta_train.py``)."""
 
 from __future__ import annotations
 
 import argparse
 import runpy
 import sys
-from pathlib import Path
 
-from xmeta.errors import XmetaError
+EPILOG = """\
+recipes and configs ship with xmeta; `xmeta recipes list` shows them. --config takes a packaged
+config's name (protonet, or protonet.yaml) or the path of your own YAML file; --recipe takes a
+recipe's name (meta_train, the default) or the path of a recipe file.
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+examples:
+  xmeta train --config protonet output_dir=runs/protonet
+  xmeta train --config default max_steps=100 meta.inner_steps=3 output_dir=runs/try1
+  xmeta train --config my_config.yaml --resume
+  accelerate launch --num_processes 2 $(xmeta recipes path meta_train) --config $(xmeta recipes path protonet)
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="meta-train adapters + head on high-resource languages (recipes/meta_train.py)",
+        help="meta-train adapters + head on high-resource languages (recipe meta_train)",
         description=(
-            "Runs recipes/meta_train.py in this process. For several processes or GPUs use "
-            "`accelerate launch [--num_processes N] recipes/meta_train.py --config ...` (identical behaviour)."
+            "Runs a recipe (default: meta_train, i.e. recipes/meta_train.py) in this process. For several "
+            "processes or GPUs use `accelerate launch [--num_processes N] recipes/meta_train.py --config ...` "
+            "(identical behaviour)."
         ),
-        epilog="Example: xmeta train --config recipes/configs/default.yaml max_steps=100 output_dir=runs/try1",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="YAML config (see recipes/configs/)")
+    p.add_argument("--config", metavar="NAME|FILE", help="packaged config name (see `xmeta recipes list`) or YAML file")
     p.add_argument("--resume", action="store_true", help="continue from the output_dir's latest checkpoint")
-    p.add_argument("--recipe", default=str(RECIPES / "meta_train.py"), help="recipe file to run")
+    p.add_argument("--recipe", default="meta_train", metavar="NAME|FILE", help="recipe name or .py file (default: meta_train)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. meta.inner_steps=3")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    recipe = Path(args.recipe)
-    if not recipe.is_file():
-        raise XmetaError(f"recipe not found: {recipe} (recipes ship with the source tree; clone the repository)")
-    argv = [str(recipe)] + (["--config", args.config] if args.config else []) + (["--resume"] if args.resume else [])
+    from xmeta.recipes_index import config_path, recipe_path
+
+    recipe = recipe_path(args.recipe)
+    config = ["--config", str(config_path(args.config))] if args.config else []
+    argv = [str(recipe), *config, *(["--resume"] if args.resume else [])]
     saved, sys.argv = sys.argv, argv + list(args.overrides)
     try:
         module = runpy.run_path(str(recipe), run_name="xmeta_recipe")

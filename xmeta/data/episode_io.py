@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xmeta.data.schema import SOURCE_ID, column_values, label_names_of
-from xmeta.errors import InputError
+from xmeta.errors import InputError, writing
 from xmeta.interfaces import Episode, Example
 
 
@@ -94,8 +94,12 @@ def _rebuild(data: Mapping[str, Any], lookup: Any) -> Episode:
 
 
 def save_episodes(path: str | Path, episodes: Iterable[Episode]) -> None:
-    """Write episodes as JSON lines (uids only)."""
-    with Path(path).open("w", encoding="utf-8") as fh:
+    """Write episodes as JSON lines (uids only), atomically.
+
+    Raises:
+        WriteError: The disk is full or the write was refused (no partial file is left).
+    """
+    with writing(path, atomic=True) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for ep in episodes:
             fh.write(json.dumps(episode_to_dict(ep), ensure_ascii=False) + "\n")
 

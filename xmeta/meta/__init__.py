@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xmeta.meta.cache import ActivationCache, activation_cache_for
-from xmeta.meta.checkpoint import load_meta_model, read_meta_config, save_meta_model
+from xmeta.meta.checkpoint import load_meta_model, save_meta_model
 from xmeta.meta.config import MetaConfig
 from xmeta.meta.functional import EPISODE_HEAD, encoder_features, project, sgd_inner_loop
 from xmeta.meta.learners import (
@@ -53,7 +53,6 @@ __all__ = [
     "meta_batch_loss",
     "meta_step_loss",
     "project",
-    "read_meta_config",
     "save_meta_model",
     "sgd_inner_loop",
     "tokenize_episode",

@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -253,10 +253,11 @@ class MetaLearner:
             precision=self.precision,
         )  # fmt: skip
 
-    def save(self, directory: str | Path, *, extra: dict | None = None) -> Path:
+    def save(self, directory: str | Path, **facts: Any) -> Path:
+        """Write the meta-model as an artifact (``xmeta.meta.save_meta_model``; ``facts``: step, training, ...)."""
         from xmeta.meta.checkpoint import save_meta_model
 
-        return save_meta_model(self.model, directory, extra=extra)
+        return save_meta_model(self.model, directory, **facts)
 
     @classmethod
     def load(cls, directory: str | Path, *, encoder: Encoder | None = None, batch_size: int = 64) -> MetaLearner:

@@ -29,7 +29,8 @@ def load_models(
         InputError: an unusable directory (see ``xmeta.load_predictor``).
     """
     from xmeta.adaptation import load_predictor
-    from xmeta.adaptation.artifact import read_metadata
+    from xmeta.artifacts import resolve
+    from xmeta.artifacts.manifest import read_manifest
     from xmeta.adaptation.predictor import AdaptedPredictor
     from xmeta.serve.app import ServedModel, describe
 
@@ -37,7 +38,7 @@ def load_models(
     out: dict[str, ServedModel] = {}
     for name, directory in specs.items():
         root = Path(directory)
-        key = json.dumps(read_metadata(root)["encoder"], sort_keys=True)
+        key = json.dumps(read_manifest(resolve(root, "adapted")).encoder, sort_keys=True)
         if key in encoders:
             predictor = AdaptedPredictor.load(root, encoder=encoders[key], batch_size=batch_size, precision=precision)
         else:

@@ -1,51 +1,26 @@
 """The final artifact of a meta-training run: what ``xmeta adapt`` and the benchmark load.
 
-``<run>/final/`` holds the meta-learned tensors and configs (``xmeta.meta.save_meta_model``
-format), the LoRA adapters alone in peft's format (``adapter/``, for use outside xmeta), and a
-model card with the data, languages, algorithm and validation accuracy.
+``<run>/final/`` is the run's best artifact (``xmeta.meta.save_meta_model``: tensors, the ids of
+the data it read, peft's export in ``adapter/``) with a model card giving the data, languages,
+algorithm and validation accuracy, and ``training.json`` (the run's config and final state).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
-
+from xmeta.artifacts import CARD, copy_writers, front_matter, open_artifact, write_artifact
+from xmeta.artifacts.card import TASK_DATASETS
+from xmeta.artifacts.training_data import training_data_of
 from xmeta.config import to_dict
-from xmeta.meta.checkpoint import WEIGHTS_FILE
+from xmeta.meta.checkpoint import usage
 from xmeta.training.config import TrainConfig
 
-
-def peft_adapter(tensors: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
-    """Save the LoRA tensors under peft's names (``base_model.model.<module>.lora_A.weight``)."""
-    lora = {
-        "base_model.model." + k.replace(".default", ""): v
-        for k, v in tensors.items()
-        if ".lora_" in k and "default" in k
-    }
-    if not lora:
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(lora, out / "adapter_model.safetensors")
-    enc = cfg.encoder
-    layers = sorted({int(k.split(".layer.")[1].split(".")[0]) for k in lora if ".layer." in k})
-    config = {
-        "peft_type": "LORA",
-        "base_model_name_or_path": enc.model,
-        "r": enc.lora_r,
-        "lora_alpha": enc.lora_alpha,
-        "lora_dropout": enc.lora_dropout,
-        "target_modules": list(enc.target_modules),
-        "layers_to_transform": layers,
-        "bias": "none",
-        "task_type": "FEATURE_EXTRACTION",
-    }
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+SUMMARY = "training.json"
 
 
 def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
@@ -68,20 +43,19 @@ def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
 - meta-validation accuracy (best): {val}
 - written: {time.strftime("%Y-%m-%d %H:%M:%S")}
 
-Load it with `xmeta adapt --model <this dir>` or `xmeta bench --methods meta:<this dir>`.
 """
 
 
-def write_artifact(best: Path, final: Path, cfg: TrainConfig, state: dict[str, Any]) -> Path:
-    """Copy ``best`` to ``final`` with the peft adapter, the model card and the training summary."""
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(best, tmp)
-    peft_adapter(load_file(tmp / WEIGHTS_FILE), cfg, tmp / "adapter")
-    (tmp / "README.md").write_text(model_card(cfg, state), encoding="utf-8")
+def publish(best: Path, final: Path, cfg: TrainConfig, state: dict[str, Any]) -> Path:
+    """Write ``final`` from the verified ``best`` artifact, with the run's model card and training summary."""
+    source = open_artifact(best)
+    manifest = dataclasses.replace(source, files={}, root=None, legacy=None, created="")
+    training = training_data_of(source)
+    langs = list(training.splits_by_lang) if training else []
+    datasets = [TASK_DATASETS[cfg.data.task]] if cfg.data.task in TASK_DATASETS else []
+    card = front_matter(manifest, langs, datasets, "feature-extraction") + model_card(cfg, state) + "\n" + usage(manifest)
     summary = {k: v for k, v in state.items() if k != "history"} | {"config": to_dict(cfg)}
-    (tmp / "training.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+    writers = copy_writers(source, skip=(CARD, SUMMARY))
+    writers[CARD] = lambda p: p.write_text(card, encoding="utf-8")
+    writers[SUMMARY] = lambda p: p.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return write_artifact(final, manifest, writers)

@@ -1,19 +1,17 @@
 """Atomic, pickle-free checkpoints: tensors in safetensors, everything else in JSON.
 
-A checkpoint is a directory written under a temporary name and renamed into place; a ``latest``
-pointer file is replaced atomically afterwards, so a crash (even SIGKILL) at any moment leaves
-the previous checkpoint loadable. A manifest of sha256 digests, written last, lets a truncated or
-corrupted checkpoint be refused with an error that names the file.
+A checkpoint is an xmeta artifact (kind "checkpoint", see ``xmeta.artifacts``) written by the one
+atomic writer: a temporary directory renamed into place, then a ``latest`` pointer file replaced
+atomically, so a crash (even SIGKILL) at any moment leaves the previous checkpoint loadable. Its
+manifest of sha256 digests, written last, lets a truncated or corrupted checkpoint be refused with
+an error that names the file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +19,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from xmeta.errors import InputError
+from xmeta.artifacts import (
+    MANIFEST,
+    PARAMS,
+    ArtifactError,
+    Manifest,
+    file_digest,
+    read_manifest,
+    verify,
+    write_artifact,
+)
+from xmeta.errors import InputError, writing
 
-MANIFEST = "manifest.json"
+LEGACY_MANIFEST = "manifest.json"  # checkpoints written before xmeta/2
 LATEST = "latest"
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _json_default(obj: Any) -> Any:
@@ -105,33 +105,33 @@ def save_checkpoint(
     scheduler: dict[str, Any],
     state: dict[str, Any],
     keep: int = 2,
+    *,
+    encoder: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``<run_dir>/checkpoints/step-<step>`` atomically and point ``latest`` at it."""
+    """Write ``<run_dir>/checkpoints/step-<step>`` atomically and point ``latest`` at it.
+
+    It is an xmeta artifact of kind "checkpoint" (``xmeta.artifacts``: digests of every file,
+    written last); with the run's ``encoder`` and ``meta`` configs it also loads as a meta model
+    (``xmeta adapt --model <run>/checkpoints/step-N``, ``eval/soup.py``).
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, tmp / "params.safetensors")
-        opt_tensors, opt_meta = optimizer_to_files(optimizer)
-        save_file(opt_tensors, tmp / "optimizer.safetensors")
-        _write_json(tmp / "optimizer.json", opt_meta)
-        rng_tensors, rng_meta = rng_state()
-        save_file(rng_tensors, tmp / "rng.safetensors")
-        _write_json(tmp / "rng.json", rng_meta)
-        _write_json(tmp / "scheduler.json", {k: v for k, v in scheduler.items() if k != "lr_lambdas"})
-        _write_json(tmp / "state.json", {**state, "step": step})
-        files = {p.name: _digest(p) for p in sorted(tmp.iterdir())}
-        _write_json(tmp / MANIFEST, files)
-        final = root / f"step-{step:08d}"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(final.name, encoding="utf-8")
-    os.replace(pointer, root / LATEST)
+    opt_tensors, opt_meta = optimizer_to_files(optimizer)
+    rng_tensors, rng_meta = rng_state()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in params.items()}
+    writers = {
+        PARAMS: lambda p: save_file(tensors, p),
+        "optimizer.safetensors": lambda p: save_file(opt_tensors, p),
+        "optimizer.json": lambda p: _write_json(p, opt_meta),
+        "rng.safetensors": lambda p: save_file(rng_tensors, p),
+        "rng.json": lambda p: _write_json(p, rng_meta),
+        "scheduler.json": lambda p: _write_json(p, {k: v for k, v in scheduler.items() if k != "lr_lambdas"}),
+        "state.json": lambda p: _write_json(p, {**state, "step": step}),
+    }
+    manifest = Manifest("checkpoint", dict(encoder or {}), dict(meta or {}), step=step)
+    final = write_artifact(root / f"step-{step:08d}", manifest, writers)
+    with writing(root / LATEST, atomic=True) as pointer:
+        pointer.write_text(final.name, encoding="utf-8")
     if keep > 0:
         for old in sorted(root.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -147,17 +147,24 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def verify_checkpoint(ckpt: Path) -> None:
     """Refuse a missing, truncated or altered checkpoint with an InputError naming the file."""
-    manifest = ckpt / MANIFEST
+    if (ckpt / LEGACY_MANIFEST).is_file() and not (ckpt / MANIFEST).is_file():
+        return _verify_legacy(ckpt)
     try:
-        files = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        raise InputError(f"checkpoint {ckpt} is incomplete or corrupt: {MANIFEST} is missing or unreadable") from None
+        manifest = read_manifest(ckpt)
+    except ArtifactError as err:
+        raise InputError(f"checkpoint {ckpt} is incomplete or corrupt: {err}") from None
+    verify(manifest)
+
+
+def _verify_legacy(ckpt: Path) -> None:
+    """A checkpoint written before xmeta/2 (``manifest.json``: name -> sha256)."""
+    files = json.loads((ckpt / LEGACY_MANIFEST).read_text(encoding="utf-8"))
     for name, digest in files.items():
         path = ckpt / name
         if not path.is_file():
             raise InputError(f"checkpoint {ckpt} is incomplete: {name} is missing")
-        if _digest(path) != digest:
-            raise InputError(f"checkpoint {ckpt} is corrupt: {path} does not match its sha256 in {manifest}")
+        if file_digest(path) != digest:
+            raise InputError(f"checkpoint {ckpt} is corrupt: {path} does not match its sha256 in {LEGACY_MANIFEST}")
 
 
 def load_checkpoint(ckpt: str | Path) -> dict[str, Any]:
@@ -166,7 +173,7 @@ def load_checkpoint(ckpt: str | Path) -> dict[str, Any]:
     verify_checkpoint(ckpt)
     read = lambda name: json.loads((ckpt / name).read_text(encoding="utf-8"))  # noqa: E731
     return {
-        "params": load_file(ckpt / "params.safetensors"),
+        "params": load_file(ckpt / PARAMS),
         "optimizer": optimizer_from_files(load_file(ckpt / "optimizer.safetensors"), read("optimizer.json")),
         "scheduler": read("scheduler.json"),
         "rng": (load_file(ckpt / "rng.safetensors"), read("rng.json")),
