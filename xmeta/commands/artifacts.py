@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     asub = p.add_subparsers(dest="artifacts_command", metavar="ACTION", required=True)
     vf = asub.add_parser("verify", help="check every file of artifacts against its size and sha256")
-    vf.add_argument("names", nargs="+", metavar="DIR", help="`default`, a run, final/, best/, a checkpoint or an adapted model")
+    vf.add_argument(
+        "names", nargs="+", metavar="DIR", help="`default`, a run, final/, best/, a checkpoint or an adapted model"
+    )
     vf.set_defaults(func=_verify)
     mg = asub.add_parser(
         "migrate",

@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _q_query(value: str) -> int | None:
-    from xmeta.errors import InputError, writing
+    from xmeta.errors import InputError
 
     if value.strip().lower() == "all":
         return None
@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     from xmeta.data.episodes import EpisodeSampler
     from xmeta.data.schema import normalize_split
     from xmeta.data.tasks import load_task
-    from xmeta.errors import InputError
+    from xmeta.errors import InputError, writing
 
     if args.episodes < 0 or args.start < 0:
         raise InputError("--episodes and --start must be >= 0")

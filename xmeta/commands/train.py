@@ -24,16 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="meta-train adapters + head on high-resource languages (recipe meta_train)",
         description=(
-            "Runs a recipe (default: meta_train, i.e. recipes/meta_train.py) in this process. For several "
-            "processes or GPUs use `accelerate launch [--num_processes N] recipes/meta_train.py --config ...` "
-            "(identical behaviour)."
+            "Runs a recipe (default: meta_train, i.e. recipes/meta_train.py) in this process.\n"
+            "For several processes or GPUs, launch the recipe file with `accelerate launch` (identical\n"
+            "behaviour; see the last example)."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="NAME|FILE", help="packaged config name (see `xmeta recipes list`) or YAML file")
     p.add_argument("--resume", action="store_true", help="continue from the output_dir's latest checkpoint")
-    p.add_argument("--recipe", default="meta_train", metavar="NAME|FILE", help="recipe name or .py file (default: meta_train)")
+    p.add_argument(
+        "--recipe", default="meta_train", metavar="NAME|FILE", help="recipe name or .py file (default: meta_train)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. meta.inner_steps=3")
     p.set_defaults(func=_run)
 

@@ -120,6 +120,8 @@ def _save_peft(lora: Mapping[str, torch.Tensor], encoder: Encoder, base_model: s
     with torch.device("meta"):  # the structure only: no weights are allocated or initialised
         base = AutoModel.from_config(encoder.backbone.config)
     model = get_peft_model(base, config)
+    if base_model:  # get_peft_model records the local directory the structure came from: use the Hub id
+        model.peft_config["default"].base_model_name_or_path = base_model
     state = {"base_model.model." + k: v.detach().cpu().contiguous() for k, v in lora.items()}
     own = {n for n, _ in model.named_parameters() if ".lora_" in n}
     if set(state) != own:

@@ -29,9 +29,9 @@ def load_models(
         InputError: an unusable directory (see ``xmeta.load_predictor``).
     """
     from xmeta.adaptation import load_predictor
+    from xmeta.adaptation.predictor import AdaptedPredictor
     from xmeta.artifacts import resolve
     from xmeta.artifacts.manifest import read_manifest
-    from xmeta.adaptation.predictor import AdaptedPredictor
     from xmeta.serve.app import ServedModel, describe
 
     encoders: dict[str, Any] = {}

@@ -53,7 +53,9 @@ def publish(best: Path, final: Path, cfg: TrainConfig, state: dict[str, Any]) ->
     training = training_data_of(source)
     langs = list(training.splits_by_lang) if training else []
     datasets = [TASK_DATASETS[cfg.data.task]] if cfg.data.task in TASK_DATASETS else []
-    card = front_matter(manifest, langs, datasets, "feature-extraction") + model_card(cfg, state) + "\n" + usage(manifest)
+    card = (
+        front_matter(manifest, langs, datasets, "feature-extraction") + model_card(cfg, state) + "\n" + usage(manifest)
+    )
     summary = {k: v for k, v in state.items() if k != "history"} | {"config": to_dict(cfg)}
     writers = copy_writers(source, skip=(CARD, SUMMARY))
     writers[CARD] = lambda p: p.write_text(card, encoding="utf-8")
