@@ -37,6 +37,7 @@ from xmeta.data.leakage import records
 from xmeta.errors import XmetaError
 from xmeta.meta import MetaLearner, MetaModel, activation_cache_for, meta_step_loss, save_meta_model, tokenize_episode
 from xmeta.models.encoder import Encoder
+from xmeta.recipes_index import config_path
 from xmeta.training import checkpoint as ckpt
 from xmeta.training.artifact import publish
 from xmeta.training.config import TrainConfig
@@ -49,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Meta-train LoRA adapters + a prototypical head on N-way K-shot episodes.",
         epilog="Example: python recipes/meta_train.py --config recipes/configs/default.yaml max_steps=50 meta.inner_steps=3",
     )
-    p.add_argument("--config", help="YAML file of overrides of xmeta.training.config.TrainConfig")
+    p.add_argument("--config", help="a config name (`xmeta recipes list`) or a YAML file of TrainConfig overrides")
     p.add_argument("--resume", action="store_true", help="continue from output_dir's latest checkpoint")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="field overrides, e.g. optim.outer_lr=1e-3")
     return p.parse_args(argv)
@@ -97,7 +98,8 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(TrainConfig, args.config, args.overrides)  # bad values fail here, before any work
+    config = str(config_path(args.config)) if args.config else None  # a packaged name (protonet) or a path
+    cfg = load_config(TrainConfig, config, args.overrides)  # bad values fail here, before any work
     out = Path(cfg.output_dir)
     trackers = [t for t in cfg.trackers if t != "tensorboard" or _has_tensorboard()]
     # accelerate keeps the first Accelerator's settings as a process-wide singleton and refuses another

@@ -30,10 +30,11 @@ def test_adapt_swahili_from_7x5_examples(real_run, data_dir, tmp_path, capsys):
             "--lang", "swh_Latn", "--model", str(real_run), "--out", str(out)]  # fmt: skip
     assert xmeta_main(argv) == 0
     assert "adapted to 7 labels from 35 examples (swh_Latn)" in capsys.readouterr().out
-    meta = json.loads((out / "xmeta_adapted.json").read_text(encoding="utf-8"))
-    assert set(meta["support"]["per_class"].values()) == {5} and meta["encoder"]["model"] == "multilingual-e5-small"
+    manifest = json.loads((out / "xmeta.json").read_text(encoding="utf-8"))
+    meta = manifest["info"]
+    assert set(meta["support"]["per_class"].values()) == {5} and manifest["encoder"]["model"] == "multilingual-e5-small"
     assert "Swahili" in (out / "README.md").read_text(encoding="utf-8")
-    assert sum(p.stat().st_size for p in out.iterdir()) < 2_000_000  # adapters + head only, no backbone
+    assert sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) < 2_000_000  # adapters + head, no backbone
 
     preds = tmp_path / "preds.jsonl"
     assert (

@@ -308,7 +308,7 @@ def test_scores_that_overflow_are_an_error_not_an_output(artifact, tmp_path, cap
     redigest(d)
     texts = tmp_path / "t.txt"
     texts.write_text("ballc goalc\n", encoding="utf-8")
-    assert "non-finite class scores for input 0" in cli_error(
+    assert "non-finite class scores for the text 'ballc goalc'" in cli_error(
         ["predict", "--model", str(d), "--input", str(texts)], capsys
     )
 

@@ -56,6 +56,8 @@ def configs_of(manifest: Manifest) -> tuple[EncoderConfig, MetaConfig]:
     Raises:
         ArtifactError: a stored config this xmeta cannot build.
     """
+    if not manifest.encoder or not manifest.meta:
+        raise ArtifactError(f"{manifest.root}: records no encoder or meta config, so it cannot be loaded as a model")
     try:
         return (
             from_dict(EncoderConfig, manifest.encoder, prefix="encoder."),

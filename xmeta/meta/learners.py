@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xmeta.errors import InputError
+from xmeta.errors import InputError, XmetaError
 from xmeta.interfaces import Example, Prediction, label_names_of
 from xmeta.meta.config import MetaConfig
 from xmeta.meta.functional import EPISODE_HEAD, Params, encoder_features
@@ -180,6 +180,13 @@ class EpisodePredictor:
         if isinstance(texts, str):
             raise TypeError("predict takes a sequence of texts, not a single string")
         probs = F.softmax(self.logits(texts).double(), dim=-1).cpu().numpy()
+        finite = np.isfinite(probs).all(axis=1)
+        if not finite.all():  # never a label from NaN scores: argmax would pick class 0 "confidently"
+            bad = int(np.flatnonzero(~finite)[0])
+            raise XmetaError(
+                f"non-finite class scores for the text {texts[bad][:60]!r}: the model's weights or the "
+                "cached encoder are corrupt (`xmeta models verify`), or the input overflows this precision"
+            )
         labels = probs.argmax(axis=1).astype(np.int64) if len(probs) else np.zeros(0, dtype=np.int64)
         return Prediction(labels, probs, self.label_names)
 
