@@ -31,7 +31,7 @@ from xmeta.artifacts import (
     write_artifact,
 )
 from xmeta.config import to_dict
-from xmeta.errors import InputError, XmetaError
+from xmeta.errors import InputError
 from xmeta.interfaces import Prediction
 from xmeta.meta.checkpoint import configs_of, head_tensors, load_params, peft_writer, usage
 from xmeta.meta.config import MetaConfig
