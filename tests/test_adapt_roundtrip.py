@@ -192,7 +192,7 @@ def test_default_model_missing_says_how_to_pass_a_run(tiny, tmp_path, capsys, mo
     monkeypatch.setattr(artifact_store, "SHIPPED_DEFAULT", tmp_path / "assets" / "default")
     dev = str(tiny["data"] / "ccc_Latn" / "dev.tsv")
     msg = cli_error(["adapt", "--support", dev, "--out", str(tmp_path / "o")], capsys)
-    assert "no default meta-trained model is installed" in msg and "runs/default" in msg
+    assert "no default meta-trained model is installed" in msg and "runs/protonet" in msg
     monkeypatch.setenv(artifact_store.DEFAULT_ENV, str(tiny["run"]))  # the bench's variable works here too
     assert xmeta_main(["adapt", "--support", dev, "--out", str(tmp_path / "o")]) == 0
 

@@ -32,6 +32,15 @@ class ConstLearner:
 
 
 register_method("fake-cli", lambda spec, ctx: ConstLearner(), overwrite=True, help="test fake")
+register_method(
+    "fake-cli-opts",
+    lambda spec, ctx: ConstLearner(),
+    arg="optional",
+    arg_name="size",
+    options={"k": 3},
+    help="test fake registered from outside, with options",
+    overwrite=True,
+)
 
 
 def parse(argv: list[str]):  # noqa: ANN201
@@ -64,6 +73,8 @@ def test_help_lists_flags_and_methods(capsys: pytest.CaptureFixture[str]) -> Non
     for method in ("logreg[:<encoder>]", "setfit[:<encoder>]", "icl:openai:<model>", "missing_predictions"):
         assert method in text
     assert all(METHODS.get(name).form in text for name in METHODS)  # the registry is the list
+    line = next(line for line in text.splitlines() if "fake-cli-opts[:<size>]" in line)
+    assert line.split() == ["fake-cli-opts[:<size>]", *"test fake registered from outside, with options".split()]
 
 
 def test_shipped_configs_load_and_open_with_the_command() -> None:
@@ -132,6 +143,10 @@ def test_yaml_then_overrides_then_flags(tmp_path: Path) -> None:
         (["--langs", "swh_Latn,swh_Latn"], "twice"),
         (["k_shots=5"], "Did you mean 'k_shot'"),
         (["method_options={icll: {}}"], "unknown method kind"),
+        (["method_options={fake-cli-opt: {}}"], "Did you mean 'fake-cli-opts'"),
+        (["method_options={fake-cli-opts: {kk: 1}}"], "Unknown fake-cli-opts option 'kk'. Did you mean 'k'?"),
+        (["method_options={fake-cli-opts: {k: many}}"], "method_options.fake-cli-opts.k: expected int"),
+        (["method_options={frozen-proto: {distanse: cosine}}"], "Did you mean 'distance'"),
         (["ci=1.5"], "ci must be"),
     ],
 )

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
 import torch
 
 from xmeta.artifacts import TrainingData, resolve
-from xmeta.bench import BenchConfig, BuildContext, describe_method, parse_method, register_method, run_bench
+from xmeta.bench import (
+    BenchConfig,
+    BuildContext,
+    build_learner,
+    describe_method,
+    parse_method,
+    register_method,
+    run_bench,
+)
 from xmeta.bench.metarun import read_meta_run
+from xmeta.config import ConfigError
 from xmeta.data.leakage import LeakageError
 from xmeta.errors import InputError
 from xmeta.interfaces import Example, Prediction, label_names_of
@@ -37,6 +48,23 @@ class CountingLearner:
 
 
 register_method("fake-count", lambda spec, ctx: CountingLearner(), overwrite=True)
+
+# A method registered from outside with its own option schema: a mapping name -> default or type.
+OPTIONS_SEEN: list[dict] = []
+
+
+def _build_knn(spec, ctx):  # noqa: ANN001, ANN202
+    OPTIONS_SEEN.append(dict(ctx.options))
+    return CountingLearner()
+
+
+register_method(
+    "fake-knn",
+    _build_knn,
+    options={"k": 3, "metric": Literal["cosine", "euclidean"]},
+    help="test fake with options",
+    overwrite=True,
+)
 
 
 def meta_run(tmp_path: Path, algorithm: str = "protomaml", nested: bool = True, name: str = "run", data=None) -> Path:
@@ -144,8 +172,9 @@ def test_training_record_round_trips_and_stores_shared_ids_once() -> None:
 
 def test_recorded_ids_check_leakage_without_the_training_languages(data_dir: Path, tmp_path: Path) -> None:
     """A run records what it read, so its languages need not be in the benchmark's data directory."""
+    from toy_task import toy_encoder
+
     from xmeta.meta import MetaConfig, MetaModel, save_meta_model
-    from xmeta.meta.toy import toy_encoder
 
     only_eval = tmp_path / "data" / "sib200" / "annotated"
     only_eval.mkdir(parents=True)
@@ -171,9 +200,10 @@ def test_recorded_ids_check_leakage_without_the_training_languages(data_dir: Pat
 
 def test_real_core_learners_are_wired(data_dir: Path, tmp_path: Path) -> None:
     """frozen-proto, finetune and meta:<run> through xmeta.meta's learners, on a tiny saved encoder."""
+    from tiny_models import tiny_encoder, tiny_tokenizer
+
     from xmeta.meta import MetaConfig, MetaModel, save_meta_model
     from xmeta.models.encoder import Encoder, EncoderConfig
-    from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
 
     enc_dir = tmp_path / "tiny-encoder"
     tok = tiny_tokenizer(["the", "of", "a", "in"])
@@ -201,7 +231,7 @@ def test_real_core_learners_are_wired(data_dir: Path, tmp_path: Path) -> None:
 
 def test_icl_methods_are_wired(data_dir: Path, tmp_path: Path) -> None:
     """icl:<dir> and icl0:<dir> through xmeta.icl.ICLLearner, on a tiny saved causal LM."""
-    from xmeta.icl.tiny import tiny_bpe_tokenizer, tiny_causal_lm
+    from tiny_models import tiny_bpe_tokenizer, tiny_causal_lm
 
     lm_dir = tmp_path / "tiny-lm"
     tok = tiny_bpe_tokenizer()
@@ -214,3 +244,80 @@ def test_icl_methods_are_wired(data_dir: Path, tmp_path: Path) -> None:
         assert m["cost"]["ms_per_query"] > 0
     assert res["methods"][f"icl0:{lm_dir}"]["mode"] == "zero-shot"
     assert res["methods"][f"icl:{lm_dir}"]["template"] == "topic"
+
+
+def test_a_registered_method_owns_its_options(data_dir: Path, tmp_path: Path) -> None:
+    """Config checks, did-you-mean errors and the build's options all come from the method's own schema."""
+    base = {"langs": ["swh_Latn"], "methods": ["fake-knn"]}
+    with pytest.raises(ConfigError, match="Unknown fake-knn option 'kk'. Did you mean 'k'"):
+        BenchConfig(**base, method_options={"fake-knn": {"kk": 5}})
+    with pytest.raises(ConfigError, match="method_options.fake-knn.k: expected int"):
+        BenchConfig(**base, method_options={"fake-knn": {"k": "many"}})
+    with pytest.raises(ConfigError, match="method_options.fake-knn.metric: 'manhattan' is not one of"):
+        BenchConfig(**base, method_options={"fake-knn": {"metric": "manhattan"}})
+    with pytest.raises(ConfigError, match="unknown method kind: Unknown method 'fake-knnn'. Did you mean 'fake-knn'"):
+        BenchConfig(**base, method_options={"fake-knnn": {"k": 1}})
+    with pytest.raises(ConfigError, match="method_options.fake-knn must be a mapping"):
+        BenchConfig(**base, method_options={"fake-knn": 5})
+    with pytest.raises(ConfigError, match="'fake-count' takes no options"):  # no schema: no options
+        BenchConfig(**base, method_options={"fake-count": {"k": 1}})
+    # The build gets the options checked and converted, with the schema's defaults; a type-only
+    # entry (metric) is absent unless given.
+    OPTIONS_SEEN.clear()
+    build_learner(parse_method("fake-knn"), BuildContext("sib200", "e5"))
+    build_learner(parse_method("fake-knn"), BuildContext("sib200", "e5", {"metric": "cosine"}))
+    assert OPTIONS_SEEN == [{"k": 3}, {"k": 3, "metric": "cosine"}]
+    OPTIONS_SEEN.clear()
+    res = run_bench(
+        _cfg(data_dir, tmp_path / "out", ["fake-knn"], method_options={"fake-knn": {"k": "5"}}), progress=False
+    )
+    assert OPTIONS_SEEN == [{"k": 5}] and res["methods"]["fake-knn"]["complete"]
+
+
+@dataclass
+class SketchOptions:
+    seed: int
+    width: int = 8
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+
+
+def test_a_dataclass_schema_is_checked_by_the_dataclass() -> None:
+    seen = []
+    register_method(
+        "fake-sketch",
+        lambda spec, ctx: seen.append(ctx.options) or CountingLearner(),
+        options=SketchOptions,
+        overwrite=True,
+    )
+    build_learner(parse_method("fake-sketch"), BuildContext("sib200", "e5", {"seed": "1", "scale": 2}))
+    assert seen == [{"seed": 1, "width": 8, "scale": 2.0}]
+    with pytest.raises(ConfigError, match="width must be >= 1"):
+        BenchConfig(
+            langs=["swh_Latn"], methods=["fake-sketch"], method_options={"fake-sketch": {"seed": 1, "width": 0}}
+        )
+    with pytest.raises(ConfigError, match="Unknown fake-sketch option 'widht'. Did you mean 'width'"):
+        describe_method(parse_method("fake-sketch"), BuildContext("sib200", "e5", {"seed": 1, "widht": 2}))
+    with pytest.raises(ConfigError, match="'fake-sketch' needs method_options.fake-sketch.seed"):
+        build_learner(parse_method("fake-sketch"), BuildContext("sib200", "e5"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        ("frozen-proto", {"distanse": "cosine"}, "Unknown frozen-proto option 'distanse'. Did you mean 'distance'"),
+        ("finetune", {"stepz": 3}, "Unknown finetune option 'stepz'. Did you mean 'steps'"),
+        ("meta", {"inner_step": 3}, "Unknown meta option 'inner_step'. Did you mean 'inner_steps'"),
+        ("external", {"nam": "x"}, "Unknown external option 'nam'. Did you mean 'name'"),
+        ("icl0", {"batchsize": 3}, "Unknown icl0 option 'batchsize'. Did you mean 'batch_size'"),
+        ("icl", {"zero_shot": True}, "Unknown icl option 'zero_shot'"),  # the kind (icl or icl0) decides
+        ("setfit", {"num_epoch": 2}, "Unknown setfit option 'num_epoch'. Did you mean 'num_epochs'"),
+        ("logreg", {"c": 2.0}, "Unknown logreg option 'c'"),
+    ],
+)
+def test_built_in_methods_refuse_misspelt_options_in_the_config(kind: str, options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BenchConfig(langs=["swh_Latn"], method_options={kind: options})

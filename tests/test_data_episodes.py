@@ -195,10 +195,3 @@ def test_serialise_and_rebuild(corpus, tmp_path):
     broken = dict(stored[0], query=["tiny:zzz_Latn:test:1"])
     with pytest.raises(InputError, match="uid 'tiny:zzz_Latn:test:1' is not in the given corpus"):
         episode_from_dict(broken, corpus)
-
-
-def test_stream_shards_by_rank(corpus):
-    sampler = EpisodeSampler(corpus, n_way=2, k_shot=1, q_query=1, seed=2)
-    ranks = [[next(it) for _ in range(3)] for it in (sampler.stream(start=r, step=2) for r in (0, 1))]
-    assert [ep.index for ep in ranks[0]] == [0, 2, 4] and [ep.index for ep in ranks[1]] == [1, 3, 5]
-    assert ranks[1][1] == sampler.episode(3)

@@ -7,10 +7,14 @@ import csv
 import pytest
 
 from xmeta.data.languages import (
+    LANGUAGE_SETS,
     TIERS,
     derive_tier,
+    expand_languages,
     high_resource_languages,
     language_info,
+    language_set,
+    language_set_names,
     language_table,
     languages_in_tier,
     script_of_code,
@@ -63,3 +67,50 @@ def test_covers_every_sib200_language_present_and_matches_published_in_xlmr(data
     with open(data_dir / "sib200" / "published_results.csv", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             assert table[row["lang"]].in_xlmr == bool(int(float(row["in_xlmr"]))), row["lang"]
+
+
+def test_tier_names_expand_to_the_tier_best_resourced_first():
+    assert language_set("tier:high") == high_resource_languages() and len(high_resource_languages()) == 50
+    for tier in ("high", "mid", "low"):
+        codes = language_set(f"tier:{tier}")
+        assert codes and sorted(codes) == languages_in_tier(tier)
+        classes = [language_info(c).joshi_class or 0 for c in codes]
+        assert classes == sorted(classes, reverse=True)
+    assert "tier:unknown" not in language_set_names()  # the table lists no code of tier unknown
+
+
+def test_named_sets_are_disjoint_where_the_protocol_needs_it():
+    train, val = set(LANGUAGE_SETS["train:hr10"]), set(LANGUAGE_SETS["val:african5"])
+    evaluation = set(LANGUAGE_SETS["eval:lowres25"])
+    assert len(train) == 10 and len(val) == 5 and len(evaluation) == 25
+    assert not (train | set(language_set("tier:high"))) & (val | evaluation) and not val & evaluation
+    assert LANGUAGE_SETS["eval:lowres10"] == LANGUAGE_SETS["eval:lowres25"][:10]
+
+
+def test_expand_languages_replaces_names_and_keeps_codes_in_order():
+    assert expand_languages(["swh_Latn", "xyz_Latn"]) == ["swh_Latn", "xyz_Latn"]  # codes pass through, known or not
+    assert expand_languages("val:african5") == list(LANGUAGE_SETS["val:african5"])
+    assert expand_languages(["yor_Latn", "val:african5"]) == ["yor_Latn", *LANGUAGE_SETS["val:african5"]]
+    with pytest.raises(
+        ValueError, match=r"Unknown language set 'tier:hihg'\. Did you mean 'tier:high'.*Known: .*eval:lowres25"
+    ):
+        expand_languages(["tier:hihg"])
+
+
+def test_config_language_fields_take_set_names():
+    from xmeta.bench.config import BenchConfig
+    from xmeta.config import ConfigError, load_config
+    from xmeta.training.config import TrainConfig
+
+    cfg = load_config(TrainConfig, None, ["data.train_langs=tier:high", "data.val_langs=[val:african5]"])
+    assert (
+        list(cfg.data.train_langs) == high_resource_languages() and cfg.data.val_langs == LANGUAGE_SETS["val:african5"]
+    )
+    bench = load_config(BenchConfig, None, ["langs=[eval:lowres10, kab_Latn]"])
+    assert bench.langs == [*LANGUAGE_SETS["eval:lowres10"], "kab_Latn"]
+    with pytest.raises(ConfigError, match=r"data\.val_langs: Unknown language set 'val:africa5'"):
+        load_config(TrainConfig, None, ["data.val_langs=val:africa5"])
+    with pytest.raises(ConfigError, match=r"langs: Unknown language set 'eval:lowres52'"):
+        load_config(BenchConfig, None, ["langs=eval:lowres52"])
+    with pytest.raises(ConfigError, match="lists a language twice"):  # a set and one of its codes
+        load_config(BenchConfig, None, ["langs=[eval:lowres10, swh_Latn]"])

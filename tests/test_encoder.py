@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_models import tiny_encoder, tiny_tokenizer
 from torch.func import functional_call
+from toy_task import randomize_adapters, toy_encoder, vocabulary
 
 from xmeta.config import ConfigError, from_dict
-from xmeta.meta.toy import randomize_adapters, toy_encoder, vocabulary
 from xmeta.models.encoder import Encoder, EncoderConfig, lora_layer_of
-from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
 
 TINY = EncoderConfig(model="tiny", text_prefix="", lora_r=2, lora_alpha=2.0, dtype="float64")
 TEXTS = ["k0x1 w3 w4", "w5 k1x2 w6 w7 w8 w9", "k2x0"]
@@ -99,11 +99,11 @@ def test_forward_from_cached_hidden_states() -> None:
     torch.testing.assert_close(out, enc(**batch))
 
 
-def test_ensure_double_backward_switches_to_eager() -> None:
+def test_eager_attention_is_chosen_where_the_encoder_is_built() -> None:
     enc = toy_encoder()
-    assert enc.attn_implementation == "sdpa"
-    enc.ensure_double_backward()
-    assert enc.attn_implementation == "eager"
+    assert enc.attn_implementation == "sdpa" and not enc.supports_double_backward
+    eager = toy_encoder(dataclasses.replace(TINY, attn_implementation="eager"))
+    assert eager.attn_implementation == "eager" and eager.supports_double_backward
 
 
 def test_from_config_loads_a_local_directory(tmp_path) -> None:

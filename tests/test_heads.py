@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from xmeta.models.heads import (
+    EPISODE_HEADS,
     ProtoHead,
     cosine_similarity_matrix,
     head_features,
@@ -96,3 +97,45 @@ def test_proto_head_projection_and_temperature() -> None:
     assert "log_scale" in dict(learned.named_parameters()) and learned(x) is x
     with pytest.raises(ValueError):
         ProtoHead(6, temperature=0.0)
+
+
+@pytest.mark.parametrize("name", EPISODE_HEADS.names())
+def test_episode_heads_own_their_state_shapes_and_logits(name: str) -> None:
+    head_cls = EPISODE_HEADS.get(name)
+    z, labels, q = _data(3)
+    scale = torch.tensor(2.0, dtype=torch.float64)
+    head = head_cls.from_support(z, labels, 3, distance="cosine", scale=scale)
+    assert {n: tuple(t.shape) for n, t in head.tensors.items()} == head_cls.shapes(3, 5)
+    assert set(head.tensors) == set(head_cls.tensor_names) and len(head.exported()) == len(head_cls.tensor_names)
+    assert head.logits(q, scale).shape == (4, 3)
+    moved = head.map(lambda t: t.float())
+    assert type(moved) is head_cls and moved.distance == "cosine"
+    assert all(t.dtype == torch.float32 for t in moved.tensors.values())
+    with pytest.raises(ValueError, match="needs the tensors"):
+        head_cls({})
+
+
+def test_episode_head_names_and_defaults() -> None:
+    assert EPISODE_HEADS.names() == ["linear_proto", "linear_zero", "proto"]
+    assert EPISODE_HEADS.get("proto").tensor_names == ("prototypes",)  # artifact names never change
+    assert EPISODE_HEADS.get("linear_proto").tensor_names == ("episode_head.weight", "episode_head.bias")
+    assert EPISODE_HEADS.get("linear_zero").export_names == ("linear.weight", "linear.bias")
+    with pytest.raises(KeyError, match="Did you mean 'proto'"):
+        EPISODE_HEADS.get("protoo")
+    z, labels, q = _data(4)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    zero = EPISODE_HEADS.get("linear_zero").from_support(z, labels, 3, distance="euclidean", scale=one)
+    assert zero.logits(q, one).abs().sum() == 0  # uniform before any inner step
+    proto = EPISODE_HEADS.get("proto").from_support(z, labels, 3, distance="euclidean", scale=one)
+    expected = proto_logits(q, prototypes(z, labels, 3), "euclidean", 3.0)
+    torch.testing.assert_close(proto.logits(q, 3 * one), expected)
+
+
+def test_proto_head_functional_tensors_override_its_own() -> None:
+    torch.manual_seed(1)
+    head = ProtoHead(5, projection_dim=4, temperature=0.5).double()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    w, b = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    torch.testing.assert_close(head(x, {"projection.weight": w, "projection.bias": b}), x @ w.T + b)
+    torch.testing.assert_close(head(x, {}), head(x))
+    assert float(head.scale({"log_scale": torch.tensor(0.0)})) == 1.0 and float(head.scale({})) == pytest.approx(2.0)

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bpe_tokenizer, tiny_causal_lm
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from xmeta.errors import XmetaError
 from xmeta.icl import ICLConfig, ICLLearner, ICLPredictor
 from xmeta.icl.learner import drop_one_demonstration, order_demonstrations
 from xmeta.icl.lm import load_causal_lm, resolve_dtype
-from xmeta.icl.tiny import tiny_bpe_tokenizer, tiny_causal_lm
 from xmeta.interfaces import Example, Learner, Predictor
 
 NAMES = ("sports", "travel", "geography")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bpe_tokenizer, tiny_causal_lm
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from xmeta.icl.scoring import LabelScores, LogLikelihoodScorer, fork_cache
-from xmeta.icl.tiny import tiny_bpe_tokenizer, tiny_causal_lm
 
 TOL = 1e-4
 

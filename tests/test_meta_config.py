@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from toy_task import toy_encoder
 
 from xmeta.config import ConfigError, from_dict
 from xmeta.meta import ALGORITHMS, MetaConfig, MetaModel
-from xmeta.meta.toy import toy_encoder
 
 
 def test_registry_names() -> None:

@@ -6,26 +6,26 @@ import dataclasses
 
 import pytest
 import torch
+from toy_task import randomize_adapters, toy_encoder, toy_episode
 
 from xmeta.meta import (
     MetaConfig,
     MetaModel,
-    accumulate_meta_gradients,
     adapt_episode,
+    encoder_config_for,
     episode_logits,
-    meta_batch_loss,
     meta_step_loss,
     tokenize_episode,
 )
 from xmeta.meta.functional import encoder_features
-from xmeta.meta.toy import randomize_adapters, toy_encoder, toy_episode
-from xmeta.models.heads import proto_logits, prototypes
+from xmeta.models.heads import PrototypeHead, proto_logits, prototypes
 
 
 def _model(seed: int = 0, **cfg: object) -> MetaModel:
-    enc = toy_encoder(seed=seed)
+    meta = MetaConfig(**cfg)
+    enc = toy_encoder(encoder_config_for(toy_encoder().cfg, meta), seed=seed)  # eager if second order
     randomize_adapters(enc, std=0.2, seed=seed)  # non-zero B: A's first inner gradient is not zero
-    return MetaModel(enc, MetaConfig(**cfg))
+    return MetaModel(enc, meta)
 
 
 def _meta_grad(model: MetaModel, ep, cfg: MetaConfig | None = None) -> dict[str, torch.Tensor]:
@@ -86,8 +86,8 @@ def test_first_order_is_the_query_gradient_at_the_adapted_params() -> None:
     state = adapt_episode(model, model.detached_params(), ep.support, ep.support_labels, ep.n_way)
     adapted = {n: state.params[n].detach().requires_grad_() for n in model.meta_params()}
     state.params.update(adapted)
-    state.prototypes = prototypes(
-        encoder_features(model, adapted, ep.support), ep.support_labels, ep.n_way
+    state.head = PrototypeHead(
+        {"prototypes": prototypes(encoder_features(model, adapted, ep.support), ep.support_labels, ep.n_way)}
     )  # recomputed at the adapted params, as the outer loss does
     loss = torch.nn.functional.cross_entropy(episode_logits(model, state, ep.query), ep.query_labels)
     direct = torch.autograd.grad(loss, list(adapted.values()))
@@ -113,9 +113,11 @@ def test_frozen_backbone_untouched_by_a_meta_step(algorithm: str) -> None:
     frozen_buffers = {n: b.clone() for n, b in model.named_buffers()}
     before = {n: p.detach().clone() for n, p in model.meta_params().items()}
     opt = torch.optim.Adam(model.meta_params().values(), lr=1e-2)
-    metrics = accumulate_meta_gradients(model, [toy_episode(0), toy_episode(1)])
+    for ep in (toy_episode(0), toy_episode(1)):  # the recipe's meta-batch: backward of each loss / B
+        loss, _ = meta_step_loss(model, model.meta_params(), ep)
+        assert torch.isfinite(loss)
+        (loss / 2).backward()
     opt.step()
-    assert torch.isfinite(metrics["loss"])
     for n, p in model.named_parameters():
         if not p.requires_grad:
             assert p.grad is None, n
@@ -125,13 +127,16 @@ def test_frozen_backbone_untouched_by_a_meta_step(algorithm: str) -> None:
     assert all(not torch.equal(p, before[n]) for n, p in model.meta_params().items())
 
 
-def test_accumulated_gradients_equal_batch_loss_gradients() -> None:
+def test_per_episode_backward_equals_the_meta_batch_gradient() -> None:
+    """The recipe backpropagates each episode's loss / B (one graph alive at a time): the mean's gradient."""
     model = _model(algorithm="protomaml", inner_steps=1, inner_lr=0.3)
     episodes = [tokenize_episode(model.encoder, toy_episode(i)) for i in range(2)]
-    loss, _ = meta_batch_loss(model, model.meta_params(), episodes)
-    ref = torch.autograd.grad(loss, list(model.meta_params().values()))
-    accumulate_meta_gradients(model, episodes)
-    for g, p in zip(ref, model.meta_params().values()):
+    params = model.meta_params()
+    mean = torch.stack([meta_step_loss(model, params, ep)[0] for ep in episodes]).mean()
+    ref = torch.autograd.grad(mean, list(params.values()))
+    for ep in episodes:
+        (meta_step_loss(model, params, ep)[0] / len(episodes)).backward()
+    for g, p in zip(ref, params.values()):
         torch.testing.assert_close(p.grad, g)
 
 
@@ -156,30 +161,39 @@ def test_protomaml_head_starts_as_the_prototype_classifier(distance: str) -> Non
     proto_cfg = dataclasses.replace(model.cfg, algorithm="protonet")
     proto = adapt_episode(model, params, ep.support, ep.support_labels, ep.n_way, proto_cfg)
     p_lin = episode_logits(model, lin, ep.query).softmax(-1)
-    p_proto = episode_logits(model, proto, ep.query, proto_cfg).softmax(-1)
+    p_proto = episode_logits(model, proto, ep.query).softmax(-1)  # each state carries its head
     torch.testing.assert_close(p_lin, p_proto)
     assert torch.equal(p_lin.argmax(-1), p_proto.argmax(-1))
 
 
-def test_second_order_selects_eager_attention_and_avoids_cdist(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_order_needs_an_eager_encoder_and_avoids_cdist(monkeypatch: pytest.MonkeyPatch) -> None:
     enc = toy_encoder()
     assert enc.attn_implementation == "sdpa"
-    MetaModel(enc, MetaConfig(algorithm="fomaml"))
+    first = MetaModel(enc, MetaConfig(algorithm="fomaml"))
     assert enc.attn_implementation == "sdpa"  # first order keeps the fast kernel
-    model = MetaModel(enc, MetaConfig(algorithm="maml", inner_steps=1))
-    assert enc.attn_implementation == "eager"
-    enc.set_attn_implementation("sdpa")  # meta_step_loss re-checks for a config passed at call time
+    second = MetaConfig(algorithm="maml", inner_steps=1)
+    sdpa_model = MetaModel(enc, second)  # fine for adapting and predicting (first order) ...
+    assert enc.attn_implementation == "sdpa"  # ... and the encoder it was handed is never reconfigured
+    with pytest.raises(ValueError, match="eager attention"):  # meta-training it is a clear error
+        meta_step_loss(sdpa_model, sdpa_model.meta_params(), toy_episode(0))
+    with pytest.raises(ValueError, match="eager attention"):  # also for a config passed at call time
+        meta_step_loss(first, first.meta_params(), toy_episode(0), second)
+    assert encoder_config_for(enc.cfg, first.cfg) is enc.cfg
+    eager = toy_encoder(encoder_config_for(enc.cfg, second))  # chosen where the encoder is built
+    assert eager.attn_implementation == "eager" and eager.supports_double_backward
+    model = MetaModel(eager, second)
     monkeypatch.setattr(torch, "cdist", lambda *a, **k: (_ for _ in ()).throw(AssertionError("cdist")))
     loss, _ = meta_step_loss(model, model.meta_params(), toy_episode(0))
     loss.backward()
-    assert enc.attn_implementation == "eager"
+    assert eager.attn_implementation == "eager"
 
 
 def test_cached_frozen_layers_give_the_same_loss_and_meta_gradient() -> None:
+    meta = MetaConfig(algorithm="maml", inner_steps=2, inner_lr=1.0)
     cfg = dataclasses.replace(toy_encoder().cfg, lora_top_layers=1)
-    enc = toy_encoder(cfg)
+    enc = toy_encoder(encoder_config_for(cfg, meta))
     randomize_adapters(enc, seed=4)
-    model = MetaModel(enc, MetaConfig(algorithm="maml", inner_steps=2, inner_lr=1.0))
+    model = MetaModel(enc, meta)
     full = tokenize_episode(enc, toy_episode(6))
     cached = tokenize_episode(enc, toy_episode(6), cache_frozen=True)
     assert "hidden_states" in cached.support and cached.support["start_layer"] == 1

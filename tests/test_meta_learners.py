@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from toy_task import randomize_adapters, toy_encoder, toy_episode
 
 from xmeta.artifacts import MANIFEST
 from xmeta.errors import InputError
@@ -19,13 +20,13 @@ from xmeta.meta import (
     MetaConfig,
     MetaLearner,
     MetaModel,
-    accumulate_meta_gradients,
+    encoder_config_for,
     load_meta_model,
     meta_step_loss,
     save_meta_model,
     tokenize_episode,
 )
-from xmeta.meta.toy import randomize_adapters, toy_encoder, toy_episode
+from xmeta.meta.memo import TextMemo
 
 EP = toy_episode(5, n_way=4, k_shot=3, q_query=4)
 QUERY = [e.text for e in EP.query]
@@ -128,8 +129,8 @@ def _eval_loss(model: MetaModel, episodes: list) -> float:
 def test_meta_training_lowers_post_adaptation_query_loss(algorithm: str) -> None:
     before, after = [], []
     for seed in range(3):
-        enc = toy_encoder(seed=seed)
         cfg = MetaConfig(algorithm=algorithm, inner_steps=1, inner_lr=0.5, temperature=0.2, projection_dim=16)
+        enc = toy_encoder(encoder_config_for(toy_encoder().cfg, cfg), seed=seed)  # eager if second order
         model = MetaModel(enc, cfg)
         val = [tokenize_episode(enc, toy_episode(i, seed=1000 + seed)) for i in range(4)]
         train = [tokenize_episode(enc, toy_episode(i, seed=seed)) for i in range(20)]
@@ -137,7 +138,8 @@ def test_meta_training_lowers_post_adaptation_query_loss(algorithm: str) -> None
         opt = torch.optim.Adam(model.meta_params().values(), lr=3e-2)
         for i in range(0, len(train), 2):
             opt.zero_grad()
-            accumulate_meta_gradients(model, train[i : i + 2])
+            for ep in train[i : i + 2]:  # the recipe's meta-batch of 2: backward of each loss / 2
+                (meta_step_loss(model, model.meta_params(), ep)[0] / 2).backward()
             opt.step()
         after.append(_eval_loss(model, val))
     assert np.mean(after) < np.mean(before) - 0.05, (before, after)
@@ -163,3 +165,18 @@ def test_feature_memo_gives_the_same_predictions(meta_cfg, memoised):
     learner.memo = None  # the uncached path
     ref = learner.adapt(ep.support, seed=1).predict(texts)
     np.testing.assert_allclose(got.probs, ref.probs, rtol=1e-9, atol=1e-12)
+
+
+def test_text_memo_computes_each_text_once_by_length_and_stays_bounded() -> None:
+    calls: list[list[str]] = []
+
+    def compute(chunk: list[str]) -> list[int]:
+        calls.append(chunk)
+        return [len(t) for t in chunk]
+
+    memo = TextMemo(batch_size=2, max_items=4)
+    assert memo.lookup(["ccc", "a", "bb", "a"], compute) == [3, 1, 2, 1]
+    assert calls == [["a", "bb"], ["ccc"]]  # distinct texts, shortest first, batch_size at a time
+    assert memo.lookup(["bb", "ccc"], compute) == [2, 3] and len(calls) == 2  # all memoised
+    memo.lookup(["dd", "eee"], compute)  # would exceed max_items: cleared, then only these computed
+    assert calls[-1] == ["dd", "eee"] and memo.lookup(["a"], compute) == [1] and calls[-1] == ["a"]

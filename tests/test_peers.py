@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from tiny_models import tiny_encoder, tiny_tokenizer
 
 from xmeta.errors import XmetaError
 from xmeta.interfaces import Example
 from xmeta.models.encoder import Encoder, EncoderConfig
-from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
 from xmeta.peers import FrozenEmbedder, LogRegConfig, LogRegLearner
 from xmeta.peers.logreg import mteb_protocol, undersample
 

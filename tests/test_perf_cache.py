@@ -6,10 +6,19 @@ import dataclasses
 
 import pytest
 import torch
+from toy_task import randomize_adapters, toy_encoder, toy_episode
 
 from xmeta.interfaces import Example
-from xmeta.meta import ActivationCache, MetaConfig, MetaModel, activation_cache_for, meta_step_loss, tokenize_episode
-from xmeta.meta.toy import randomize_adapters, toy_encoder, toy_episode
+from xmeta.meta import (
+    ActivationCache,
+    MetaConfig,
+    MetaModel,
+    activation_cache_for,
+    encoder_config_for,
+    meta_step_loss,
+    tokenize_episode,
+)
+from xmeta.meta.cache import RUN_ALL_LAYERS
 from xmeta.models.encoder import EncoderConfig
 
 TINY = EncoderConfig(model="tiny", text_prefix="", lora_r=2, lora_alpha=2.0, dtype="float64", lora_top_layers=1)
@@ -20,9 +29,10 @@ BF16_LOSS_RTOL = 2e-2
 
 
 def _model(algorithm: str = "maml", **enc_kw: object) -> MetaModel:
-    enc = toy_encoder(dataclasses.replace(TINY, **enc_kw), layers=3)
+    meta = MetaConfig(algorithm=algorithm, inner_steps=2, inner_lr=0.5)
+    enc = toy_encoder(encoder_config_for(dataclasses.replace(TINY, **enc_kw), meta), layers=3)
     randomize_adapters(enc, std=0.2, seed=1)
-    return MetaModel(enc, MetaConfig(algorithm=algorithm, inner_steps=2, inner_lr=0.5))
+    return MetaModel(enc, meta)
 
 
 def _loss_and_grads(model: MetaModel, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -140,7 +150,7 @@ def test_layout_change_is_detected_and_factory_falls_back() -> None:
     model.encoder.lora_layers = (0, *model.encoder.lora_layers)
     with pytest.raises(RuntimeError, match="layout changed"):
         cache.fill(toy_episode(0).support)
-    assert activation_cache_for(model.encoder, enabled=False) is False
+    assert activation_cache_for(model.encoder, enabled=False) is RUN_ALL_LAYERS  # tokens: no caching
 
 
 def test_frozen_encoder_caches_the_last_layer() -> None:

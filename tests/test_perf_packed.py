@@ -7,9 +7,10 @@ import random
 
 import pytest
 import torch
+from toy_task import randomize_adapters, toy_encoder, vocabulary
 
-from xmeta.meta.toy import randomize_adapters, toy_encoder, vocabulary
 from xmeta.models.encoder import EncoderConfig
+from xmeta.models.inputs import HiddenStates, PackedStates, TokenBatch
 from xmeta.models.packed import length_buckets
 
 TINY = EncoderConfig(model="tiny", text_prefix="", lora_r=2, lora_alpha=2.0, dtype="float64", max_length=48)
@@ -117,3 +118,24 @@ def test_layout_is_built_once_per_lengths_tensor() -> None:
     lengths[0] = 2  # an in-place change is noticed
     b = PackedLayout.of(lengths)
     assert b is not a and b.segment.numel() == 12
+
+
+def test_inputs_are_typed_and_run_as_keyword_arguments() -> None:
+    enc = toy_encoder(TINY)
+    tokens = enc.tokenize(_texts(4))
+    assert isinstance(tokens, TokenBatch) and tokens.input_ids is tokens["input_ids"]
+    packed = enc.packed_inputs(tokens)
+    assert isinstance(packed, PackedStates) and packed.start_layer == 0 and "attention_mask" not in packed
+    padded = enc.hidden_inputs(tokens, layer=1, packed=False)
+    assert isinstance(padded, HiddenStates) and dict(padded).keys() == {
+        "hidden_states",
+        "attention_mask",
+        "start_layer",
+    }
+    ref = enc(**tokens)
+    for batch in (packed, padded, padded.to("cpu")):
+        torch.testing.assert_close(enc(**batch), ref)
+    assert enc.cache_frozen_layers(packed, packed=True) is packed  # already past the tokens: unchanged
+    torch.testing.assert_close(enc(**tokens.select(torch.tensor([2, 0]))), ref[[2, 0]])
+    with pytest.raises(KeyError):
+        packed["attention_mask"]

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 import torch
+from toy_task import randomize_adapters, toy_encoder, toy_episode
 
-from xmeta.meta import ActivationCache, MetaConfig, MetaModel, meta_step_loss, tokenize_episode
-from xmeta.meta.toy import randomize_adapters, toy_encoder, toy_episode
+from xmeta.meta import ActivationCache, MetaConfig, MetaModel, encoder_config_for, meta_step_loss, tokenize_episode
 from xmeta.models.encoder import EncoderConfig
 
 TINY = EncoderConfig(model="tiny", text_prefix="", lora_r=2, lora_alpha=2.0, dtype="float64")
@@ -23,13 +23,14 @@ CONFIGS = [
 
 
 def _model(cfg: dict, dropout: float = 0.0) -> MetaModel:
-    enc = toy_encoder(TINY, layers=2)
+    meta = MetaConfig(**cfg)
+    enc = toy_encoder(encoder_config_for(TINY, meta), layers=2)  # second order: eager attention
     randomize_adapters(enc, std=0.2, seed=3)
     if dropout:
         for m in enc.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = dropout
-    return MetaModel(enc, MetaConfig(**cfg))
+    return MetaModel(enc, meta)
 
 
 def _grads(model: MetaModel, batch, recompute: bool, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_models import tiny_encoder, tiny_tokenizer
 
 from xmeta.artifacts import MANIFEST, TrainingData, read_front_matter, read_manifest, verify
 from xmeta.cli import main as xmeta_main
-from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "meta_train.py"

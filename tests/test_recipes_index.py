@@ -21,7 +21,7 @@ from xmeta.recipes_index import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p.stem for p in (ROOT / "recipes" / "configs").glob("*.yaml"))
+CONFIGS = sorted(p.stem for p in (ROOT / "recipes" / "configs").glob("*.yaml") if not p.name.startswith("_"))
 
 
 @pytest.fixture
@@ -39,7 +39,8 @@ def test_the_checkout_recipes_are_the_installed_ones():
 
 def test_lists_every_recipe_and_config():
     assert "meta_train" in list_recipes() and "__init__" not in list_recipes()
-    assert list_configs() == CONFIGS and {"default", "protonet", "demo", "tiny"} <= set(CONFIGS)
+    assert list_configs() == CONFIGS and {"protomaml", "protonet", "demo", "tiny"} <= set(CONFIGS)
+    assert "default" not in CONFIGS  # "default" is the shipped model (meta:default), not a config
     assert list_configs("meta_train") == CONFIGS  # every config launches meta_train
     assert list_configs("no_such_recipe") == []
 
@@ -68,6 +69,14 @@ def test_a_local_file_wins_over_the_packaged_file_name_but_not_over_the_bare_nam
     (elsewhere / "protonet.yaml").write_text("max_steps: 3\n", encoding="utf-8")  # an edited copy
     assert config_path("protonet.yaml") == Path("protonet.yaml")
     assert config_path("protonet") == configs_dir() / "protonet.yaml"
+
+
+def test_a_base_is_not_listed_but_resolves_by_name(elsewhere):
+    assert (configs_dir() / "_base.yaml").is_file() and "_base" not in list_configs()
+    assert config_path("_base") == configs_dir() / "_base.yaml"  # what `extends: _base` in a copied config finds
+    with pytest.raises(InputError) as err:
+        config_path("_bsae")
+    assert "_base" not in str(err.value)  # never suggested: it is not a run
 
 
 def test_unknown_config_name_lists_the_available_ones(elsewhere):

@@ -79,9 +79,17 @@ def test_installed_wheel_finds_its_own_recipes(wheel, tmp_path):
     assert Path(init) == site / "xmeta" / "__init__.py"
     assert Path(recipe) == site / "xmeta" / "recipes" / "meta_train.py"
     assert Path(config) == site / "xmeta" / "recipes" / "configs" / "protonet.yaml"
-    assert int(n) == len(list((ROOT / "recipes" / "configs").glob("*.yaml")))
+    assert int(n) == len([p for p in (ROOT / "recipes" / "configs").glob("*.yaml") if not p.name.startswith("_")])
     listing = subprocess.run(
         [sys.executable, "-m", "xmeta.cli", "recipes", "list"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert listing.returncode == 0, listing.stderr
-    assert f"files: {site / 'xmeta' / 'recipes'}" in listing.stdout and "meta_train  default" in listing.stdout
+    assert f"files: {site / 'xmeta' / 'recipes'}" in listing.stdout and "meta_train  demo" in listing.stdout
+    assert " protomaml  " in listing.stdout and "_base" not in listing.stdout  # a base is extended, not listed
+    # A config three bases deep (protonet_hr50_xl_short -> ... -> _base) resolves inside the installed package.
+    shown = subprocess.run(
+        [sys.executable, "-m", "xmeta.cli", "train", "--config", "protonet_hr50_xl_short", "--print-config"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "lora_top_layers: 4" in shown.stdout and "cross_lingual: true" in shown.stdout and "zsm_Latn" in shown.stdout

@@ -2,6 +2,11 @@
 
 The dataclasses are the single source of truth: YAML files and command-line overrides only
 override their fields, and any key a dataclass does not declare is an error that names it.
+
+A config file may start from another one: ``extends: <base>`` names one base file (a path relative
+to the extending file, or a packaged config's name as ``--config`` takes it, e.g. ``protonet``),
+which may extend another in turn. Each file is deep-merged over its base (mappings merge key by
+key; lists and scalars replace), and ``key=value`` overrides apply last.
 """
 
 from __future__ import annotations
@@ -145,20 +150,20 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+EXTENDS = "extends"  # the key that names a config file's base
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
-    """Load ``cls`` from an optional YAML file plus ``key=value`` overrides."""
+    """Load ``cls`` from an optional YAML file (merged over its ``extends:`` bases) plus ``key=value`` overrides.
+
+    Raises:
+        ConfigError: a missing or invalid file, a base that cannot be found, files that extend each
+            other in a cycle, an unknown key (naming the file that has it) or a bad value.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: invalid YAML: {err}") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        data = dict(loaded)
+        data = _load_file(cls, path, ())
     data = _merge(data, parse_overrides(overrides))
     try:
         return from_dict(cls, data)
@@ -167,7 +172,68 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         raise ConfigError(f"{where}{err}") from None
 
 
+def dump_config(cfg: Any) -> str:
+    """The YAML text of a resolved config (what ``save_config`` writes and ``--print-config`` shows)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def _load_file(cls: type, path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """``path``'s mapping merged over its bases; ``chain`` holds the files that extend it."""
+    if path.resolve() in {p.resolve() for p in chain}:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"config files extend each other in a cycle: {cycle}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = dict(loaded)
+    base = data.pop(EXTENDS, None)
+    try:  # each file's keys are checked on their own, so a typo names the file that has it
+        _check_keys(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: {EXTENDS} must name one config file, got {base!r}")
+    return _merge(_load_file(cls, _base_path(base.strip(), path), (*chain, path)), data)
+
+
+def _base_path(ref: str, child: Path) -> Path:
+    """The file ``extends: ref`` in ``child`` names: relative to ``child``, else a packaged config."""
+    local = Path(ref).expanduser()
+    local = local if local.is_absolute() else child.parent / local
+    suffixed = ref.endswith((".yaml", ".yml"))
+    for candidate in (local,) if suffixed else (local.with_name(f"{local.name}.yaml"), local):
+        if candidate.is_file():
+            return candidate
+    if "/" in ref or "\\" in ref:  # meant as a path: a name never contains a separator
+        raise ConfigError(f"{child}: {EXTENDS}: base config file not found: {ref} (relative to {child.parent})")
+    from xmeta.errors import InputError
+    from xmeta.recipes_index import config_path  # torch-free; the one place that knows packaged configs
+
+    try:  # a bare name, always the packaged config (like --config NAME), never one in the cwd
+        return config_path(ref.removesuffix(".yml").removesuffix(".yaml"))
+    except InputError as err:
+        raise ConfigError(f"{child}: {EXTENDS}: {err}") from None
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], prefix: str = "") -> None:
+    """Refuse a key ``cls`` (or a nested config dataclass) does not declare, as ``from_dict`` would."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(did_you_mean(f"{prefix}{key}", [f"{prefix}{k}" for k in fields], "config key"))
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
+            _check_keys(hints[key], value, f"{prefix}{key}.")
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically (raises WriteError on a full disk or a refused write)."""
     with writing(path, atomic=True) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+        tmp.write_text(dump_config(cfg), encoding="utf-8")

@@ -5,6 +5,10 @@ The repository's top-level ``recipes/`` directory is installed as the package ``
 ``xmeta/recipes/configs/*.yaml``, and an editable install maps the same package name onto the
 checkout's ``recipes/``. Recipes are looked up by short name (``meta_train``), configs by name
 (``protonet`` or ``protonet.yaml``) or by path. Torch-free, so ``xmeta recipes list`` is instant.
+
+A config whose name starts with ``_`` (``_base.yaml``) is a base that others extend
+(``extends: _base``, see ``xmeta.config``), not a run of its own: it is not listed, but it resolves
+by name like any packaged config.
 """
 
 from __future__ import annotations
@@ -42,8 +46,11 @@ def list_recipes() -> list[str]:
 
 
 def list_configs(recipe: str | None = None) -> list[str]:
-    """Names of the packaged configs (``protonet``), sorted; only those of ``recipe`` when given."""
-    names = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+    """Names of the packaged configs (``protonet``), sorted; only those of ``recipe`` when given.
+
+    Bases (``_base``) are left out: they are extended, not run.
+    """
+    names = sorted(p.stem for p in configs_dir().glob("*.yaml") if not p.name.startswith("_"))
     return [n for n in names if recipe is None or config_recipe(n) == recipe]
 
 
@@ -65,7 +72,8 @@ def config_path(name_or_path: str | Path) -> Path:
     Raises:
         InputError: no such file, or an unknown name (the message lists the known ones).
     """
-    return _resolve(str(name_or_path), configs_dir(), (".yaml", ".yml"), list_configs(), "config")
+    bases = tuple(p.stem for p in configs_dir().glob("_*.yaml"))  # resolvable by name, never suggested
+    return _resolve(str(name_or_path), configs_dir(), (".yaml", ".yml"), list_configs(), "config", bases)
 
 
 def config_description(name: str) -> str:
@@ -88,15 +96,17 @@ def config_recipe(name: str) -> str | None:
     return None
 
 
-def _resolve(arg: str, root: Path, suffixes: tuple[str, ...], known: list[str], kind: str) -> Path:
+def _resolve(
+    arg: str, root: Path, suffixes: tuple[str, ...], known: list[str], kind: str, unlisted: tuple[str, ...] = ()
+) -> Path:
     name = next((arg[: -len(s)] for s in suffixes if arg.endswith(s)), arg)
-    if arg == name and name in known:  # a bare name is always the packaged one, whatever is in the cwd
+    if arg == name and (name in known or name in unlisted):  # a bare name is always the packaged one
         return root / f"{name}{suffixes[0]}"
     path = Path(arg).expanduser()
     if path.is_file():
         return path
     if "/" in arg or "\\" in arg:  # meant as a path: a name never contains a separator
         raise InputError(f"{kind} file not found: {arg}")
-    if name not in known:
+    if name not in known and name not in unlisted:
         raise InputError(f"{did_you_mean(name, known, kind)} Or pass the path of a {kind} file.")
     return root / f"{name}{suffixes[0]}"

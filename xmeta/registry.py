@@ -43,8 +43,12 @@ class Registry(Generic[T]):
 
         return deco
 
-    def add(self, name: str, obj: T) -> None:
-        self.register(name)(obj)
+    def add(self, name: str, obj: T, *, overwrite: bool = False) -> None:
+        """Add ``obj`` under ``name``; ``overwrite`` replaces an existing entry (tests, notebooks)."""
+        if overwrite:
+            self._items[name] = obj
+        else:
+            self.register(name)(obj)
 
     def get(self, name: str) -> T:
         try:

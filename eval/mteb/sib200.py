@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from xmeta.bench.config import BenchConfig
+from xmeta.config import load_config
 from xmeta.data.tasks import load_task
 from xmeta.models.encoder import Encoder, EncoderConfig
 from xmeta.peers import FrozenEmbedder, LogRegConfig
@@ -46,7 +47,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="multilingual-e5-small")
     ap.add_argument("--out", default="runs/mteb_sib200")
     args = ap.parse_args()
-    langs = args.langs.split(",") if args.langs else yaml.safe_load(STANDARD.read_text())["langs"]
+    langs = args.langs.split(",") if args.langs else load_config(BenchConfig, STANDARD).langs
     cfg = LogRegConfig()
     encoder = Encoder.from_config(EncoderConfig(model=args.encoder, lora_r=0, normalize=cfg.normalize))
     embed = FrozenEmbedder(encoder, batch_size=cfg.batch_size)

@@ -1,7 +1,7 @@
 """Latency of ``xmeta adapt`` / ``xmeta predict`` on the default encoder (multilingual-e5-small).
 
-    python eval/perf/adapt_latency.py                       # --model default, else the default recipe untrained
-    python eval/perf/adapt_latency.py --model runs/default --threads 4 --repeats 5
+    python eval/perf/adapt_latency.py                       # --model default, else the ProtoMAML recipe untrained
+    python eval/perf/adapt_latency.py --model runs/protonet --threads 4 --repeats 5
 
 Measures, in one process:
 
@@ -13,7 +13,7 @@ Measures, in one process:
 - ``save`` / ``reload``: writing the artifact and loading it back (backbone included), and its size.
 
 When ``--model default`` is not installed, a ``MetaModel`` is built from
-``recipes/configs/default.yaml`` (untrained: same tensor shapes, hence the same cost) and the
+``recipes/configs/protomaml.yaml`` (untrained: same tensor shapes, hence the same cost) and the
 result says so. Writes ``eval/results/perf/adapt_latency.json``. Timings on a shared machine are
 provisional: the load average at start and end is recorded next to them.
 """
@@ -24,21 +24,16 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from common import ROOT, data_dir, rss_peak_mb  # eval/perf/common.py
+
 OUT = ROOT / "eval" / "results" / "perf" / "adapt_latency.json"
 PREDICT_LANGS = ("swh_Latn", "yor_Latn", "hau_Latn", "amh_Ethi", "zul_Latn", "tir_Ethi")
-
-
-def data_dir() -> Path:
-    path = Path(os.environ.get("XMETA_DATA_DIR", ROOT.parent / "shared" / "data"))
-    return path if path.is_absolute() else (ROOT / path).resolve()
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,7 +50,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def load_source(model: str) -> tuple[Any, str]:
-    """The meta-trained model, or the default recipe's model untrained when no default is installed."""
+    """The meta-trained model, or the ProtoMAML recipe's model untrained when no default is installed."""
     import xmeta.adaptation
     from xmeta.config import load_config
     from xmeta.errors import InputError
@@ -68,12 +63,12 @@ def load_source(model: str) -> tuple[Any, str]:
     except InputError as err:
         if model != "default":
             raise
-        print(f"note: {err}\n  -> timing the default recipe's model untrained (same shapes and cost)")
-    cfg = load_config(TrainConfig, ROOT / "recipes" / "configs" / "default.yaml")
+        print(f"note: {err}\n  -> timing the ProtoMAML recipe's model untrained (same shapes and cost)")
+    cfg = load_config(TrainConfig, ROOT / "recipes" / "configs" / "protomaml.yaml")
     meta = MetaModel(Encoder.from_config(cfg.encoder), cfg.meta)
     return xmeta.adaptation.MetaSource(
-        meta, {"model": "recipes/configs/default.yaml (untrained)"}
-    ), "untrained default recipe"
+        meta, {"model": "recipes/configs/protomaml.yaml (untrained)"}
+    ), "untrained ProtoMAML recipe"
 
 
 def predict_texts(n: int) -> list[str]:
@@ -149,7 +144,7 @@ def main() -> int:
         "save_s": round(save_s, 3),
         "reload_s": round(reload_s, 3),
         "artifact_bytes": size,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(rss_peak_mb(), 1),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},

@@ -1,6 +1,6 @@
 """Does bf16 autocast on CPU change what meta-training learns or what adaptation predicts?
 
-    python eval/perf/bf16_check.py                                   # default recipe, untrained
+    python eval/perf/bf16_check.py                                   # ProtoMAML recipe, untrained
     python eval/perf/bf16_check.py --artifact runs/protonet/best --eval-episodes 4
 
 Two checks, fp32 against ``torch.autocast("cpu", bfloat16)`` (what ``mixed_precision: bf16``
@@ -10,7 +10,7 @@ does in the recipe), on the cached path that meta-training uses:
    recipe config, the query loss and the meta-gradient in both precisions (cosine, relative
    difference of the norms). An update direction that agrees to ~1e-2 leaves training unchanged
    well within the episode-to-episode noise of the gradient.
-2. evaluation: with a meta-trained ``--artifact`` (or the default recipe's untrained model),
+2. evaluation: with a meta-trained ``--artifact`` (or the ProtoMAML recipe's untrained model),
    ``--eval-episodes`` per language of the 25 low-resource languages (support dev, 5 queries per
    class from test): accuracy in both precisions, their paired difference with a 95% bootstrap
    interval, and how often the two predict the same label.
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from measure import ROOT, build_model, build_setting, data_dir, load_episodes  # eval/perf/measure.py
+from common import ROOT, autocast, build_model, build_setting, data_dir, load_episodes  # eval/perf/common.py
 
-LOWRES = ("swh_Latn yor_Latn hau_Latn amh_Ethi quy_Latn wol_Latn tir_Ethi ibo_Latn zul_Latn lin_Latn ewe_Latn fon_Latn "
-          "bam_Latn kin_Latn som_Latn twi_Latn ayr_Latn grn_Latn nus_Latn dik_Latn mos_Latn lug_Latn sna_Latn xho_Latn "
-          "kab_Latn").split()  # fmt: skip
+from xmeta.data.languages import language_set
+
+LOWRES = language_set("eval:lowres25")  # the 25 evaluation languages of the standard benchmark
 
 
 def gradient_check(config: str, n: int, seed: int) -> dict:
@@ -55,7 +55,7 @@ def gradient_check(config: str, n: int, seed: int) -> dict:
         out = {}
         for prec in ("fp32", "bf16"):
             torch.manual_seed(seed)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
+            with autocast(prec):
                 batch = tokenize_episode(model.encoder, ep, cache_frozen=cache)
                 loss, _ = meta_step_loss(model, model.meta_params(), batch)
             grads = torch.autograd.grad(loss, list(model.meta_params().values()), allow_unused=True)
@@ -93,7 +93,7 @@ def eval_check(artifact: str | None, per_lang: int, langs: list[str], seed: int)
             gold = np.array([q.label for q in ep.query])
             preds = {}
             for prec in ("fp32", "bf16"):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
+                with autocast(prec):
                     learner = MetaLearner(model)
                     preds[prec] = learner.adapt(ep.support, seed=i).predict([q.text for q in ep.query]).labels
                 correct[prec].append(float((preds[prec] == gold).mean()))
@@ -102,7 +102,7 @@ def eval_check(artifact: str | None, per_lang: int, langs: list[str], seed: int)
     rng = np.random.default_rng(seed)
     boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
     return {
-        "artifact": artifact or "default recipe config, untrained (random LoRA B)",
+        "artifact": artifact or "ProtoMAML recipe config, untrained (random LoRA B)",
         "langs": langs,
         "episodes": len(diff),
         "acc_fp32": float(np.mean(correct["fp32"])),

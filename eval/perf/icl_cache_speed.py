@@ -3,8 +3,9 @@
     python eval/perf/icl_cache_speed.py --lang swh_Latn --episodes 1
     python eval/perf/icl_cache_speed.py --episodes 2 --dtype bfloat16 --device cuda
 
-Each episode is 7-way 5-shot with 5 queries per class: support from ``<lang>/dev.tsv``, queries
-from ``<lang>/test.tsv`` of ``$XMETA_DATA_DIR/sib200/annotated`` (default ../shared/data). Both
+Each episode is 7-way 5-shot with 5 queries per class, episode ``i`` of ``--lang`` exactly as
+``xmeta bench`` draws it (``xmeta.data.EpisodeSampler.for_evaluation``: support from dev, queries
+from test of SIB-200 under ``$XMETA_DATA_DIR``, default ../shared/data). Both
 paths score the same episode with the same predictor settings; the JSON records the timings,
 the largest score difference between the paths (they must agree) and both accuracies.
 Model loading is not timed; the cached timing includes encoding the prefix. On a slow machine,
@@ -15,48 +16,21 @@ Model loading is not timed; the cached timing includes encoding the prefix. On a
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
 import platform
-import random
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import ROOT, eval_sampler  # eval/perf/common.py
 
 from xmeta.icl import ICLLearner
 from xmeta.interfaces import Example
 
-ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger("icl_cache_speed")
-
-
-def read_sib(path: Path, lang: str, split: str) -> dict[str, list[tuple[str, str]]]:
-    """category -> [(uid, text)] from one SIB-200 TSV (columns index_id, category, text)."""
-    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    with path.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            out[row["category"]].append((f"sib200/{lang}/{split}/{row['index_id']}", row["text"]))
-    return out
-
-
-def sib_episode(
-    data_dir: Path, lang: str, index: int, seed: int, n_way: int, k_shot: int, q_query: int
-) -> tuple[list[Example], list[Example]]:
-    """A seeded N-way K-shot episode: support from dev, ``q_query`` queries per class from test."""
-    base = data_dir / "sib200" / "annotated" / lang
-    dev, test = read_sib(base / "dev.tsv", lang, "dev"), read_sib(base / "test.tsv", lang, "test")
-    rng = random.Random(f"{seed}/{index}")
-    classes = sorted(rng.sample(sorted(dev), n_way))
-    support, query = [], []
-    for label, name in enumerate(classes):
-        support += [Example(u, t, label, name, lang) for u, t in rng.sample(dev[name], k_shot)]
-        query += [Example(u, t, label, name, lang) for u, t in rng.sample(test[name], q_query)]
-    return support, query
 
 
 def timed_predict(learner: ICLLearner, support: list[Example], query: list[Example], seed: int) -> dict:
@@ -92,9 +66,7 @@ def main() -> None:
         default=None,
         help="time the naive path on this many queries (spread over the classes) and scale to the episode",
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path(os.environ.get("XMETA_DATA_DIR", ROOT.parent / "shared" / "data"))
-    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: $XMETA_DATA_DIR, else ../shared/data")
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "perf" / "icl_cache.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -104,9 +76,11 @@ def main() -> None:
     model, tokenizer = cached.load()
     naive = ICLLearner(model, tokenizer=tokenizer, use_cache=False, **common)
 
+    sampler = eval_sampler(args.lang, args.n_way, args.k_shot, args.q_query, args.seed, args.data_dir)
     rows = []
     for index in range(args.episodes):
-        support, query = sib_episode(args.data_dir, args.lang, index, args.seed, args.n_way, args.k_shot, args.q_query)
+        episode = sampler.episode(index)
+        support, query = list(episode.support), list(episode.query)
         fast = timed_predict(cached, support, query, seed=index)
         row = {
             "index": index,

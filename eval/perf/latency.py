@@ -11,18 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from measure import build_model, build_setting, data_dir, rss_peak_mb
-
-
-def eval_episode(lang: str, n_way: int, k_shot: int, n_queries: int, seed: int):
-    """Support from ``lang``'s dev split, queries from its test split (the evaluation protocol)."""
-    from xmeta.data import EpisodeSampler, load_task
-
-    ds = load_task("sib200", data_dir=data_dir(), langs=[lang], splits=["dev", "test"])
-    per_class = -(-n_queries // n_way)
-    sampler = EpisodeSampler.for_evaluation(ds, n_way=n_way, k_shot=k_shot, q_query=per_class, seed=seed)
-    ep = sampler.episode(0)
-    return ep.support, ep.query[:n_queries]
+from common import build_model, build_setting, eval_episode, rss_peak_mb  # eval/perf/common.py
 
 
 def measure_latency(spec: dict) -> dict:

@@ -8,89 +8,31 @@ and ``icl`` (the in-context baseline's per-query latency). Each prints one JSON 
 Memory: ``peak_rss_mb`` is ``ru_maxrss`` of this process (model loading included);
 ``episode_peak_rss_mb`` is the high-water mark reset after loading and cache filling (Linux
 ``/proc/self/clear_refs``), i.e. the peak while episodes run, model resident.
+
+The helpers shared with the other scripts live in ``common.py``: this file runs as ``__main__``,
+and a module importing it back would load it a second time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import json
-import os
-import resource
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
-
-# ---- memory and timing helpers --------------------------------------------------------------
-
-
-def rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _status_mb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak() -> float | None:
-    """Release freed heap pages, reset the RSS high-water mark; returns the current RSS (MB)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-    return _status_mb("VmRSS")
-
-
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    dtype = PRECISIONS[precision]
-    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def _register_cpu_sdpa_flops() -> None:
-    """FlopCounterMode knows the CUDA attention kernels; add the CPU flash kernel (same maths)."""
-    from torch.utils import flop_counter as fc
-
-    aten = torch.ops.aten
-    if aten._scaled_dot_product_flash_attention_for_cpu in fc.flop_registry:
-        return
-
-    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
-    def _fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
-    def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
-
-@contextlib.contextmanager
-def count_flops(box: list[int]):
-    """Matmul FLOPs (mm, bmm, addmm, attention) of the block, added to ``box[0]``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    _register_cpu_sdpa_flops()
-    mode = FlopCounterMode(display=False)
-    with mode:
-        yield
-    box[0] += mode.get_total_flops()
-
+from common import (  # eval/perf/common.py
+    autocast,
+    build_model,
+    build_setting,
+    count_flops,
+    load_episodes,
+    reset_peak,
+    rss_peak_mb,
+    status_mb,
+    token_counts,
+)
 
 # ---- matmul ---------------------------------------------------------------------------------
 
@@ -119,77 +61,6 @@ def measure_matmul(spec: dict) -> dict:
 
 
 # ---- meta-training episodes -----------------------------------------------------------------
-
-
-def data_dir() -> str:
-    path = Path(os.environ.get("XMETA_DATA_DIR", ROOT.parent / "shared" / "data"))
-    return str(path if path.is_absolute() else (ROOT / path).resolve())
-
-
-def build_setting(spec: dict):
-    """(encoder config, meta config, episode shape, precision) of a measurement."""
-    import dataclasses
-
-    from xmeta.config import load_config
-    from xmeta.meta import MetaConfig
-    from xmeta.models.encoder import EncoderConfig
-    from xmeta.training.config import TrainConfig
-
-    if spec["algorithm"] == "default":  # the default recipe, exactly as configured
-        cfg = load_config(TrainConfig, str(ROOT / "recipes" / "configs" / "default.yaml"), [])
-        enc_cfg, meta_cfg = cfg.encoder, cfg.meta
-        shape = {"n_way": cfg.data.n_way, "k_shot": cfg.data.k_shot, "q_query": cfg.data.q_query,
-                 "langs": list(cfg.data.train_langs)}  # fmt: skip
-        precision = spec.get("precision", "default")
-        if precision == "default":
-            precision = "bf16" if cfg.mixed_precision == "bf16" else "fp32"
-        if spec.get("layout") == "all":
-            enc_cfg = dataclasses.replace(enc_cfg, lora_top_layers=None, layers_to_transform=None)
-    else:
-        top = None if spec["layout"] == "all" else int(spec["layout"].removeprefix("top"))
-        enc_cfg = EncoderConfig(model=spec["model"], max_length=spec["max_length"], lora_r=spec["lora_r"],
-                                lora_alpha=2.0 * spec["lora_r"], target_modules=("query", "value"),
-                                lora_top_layers=top)  # fmt: skip
-        meta_cfg = MetaConfig(algorithm=spec["algorithm"], inner_steps=spec["inner_steps"])
-        shape = {k: spec[k] for k in ("n_way", "k_shot", "q_query", "langs")}
-        precision = spec.get("precision", "fp32")
-    meta_cfg = dataclasses.replace(meta_cfg, recompute_inner_steps=bool(spec.get("recompute", True)))
-    return enc_cfg, meta_cfg, shape, precision
-
-
-def load_episodes(shape: dict, n: int, seed: int):
-    from xmeta.data import EpisodeSampler, load_task
-
-    ds = load_task("sib200", data_dir=data_dir(), langs=list(shape["langs"]), splits=["train"])
-    sampler = EpisodeSampler.for_meta_training(ds, n_way=shape["n_way"], k_shot=shape["k_shot"],
-                                               q_query=shape["q_query"], langs=list(shape["langs"]), seed=seed)  # fmt: skip
-    return [sampler.episode(i) for i in range(n)]
-
-
-def build_model(enc_cfg, meta_cfg, lora_std: float, seed: int):
-    from xmeta.meta import MetaModel
-    from xmeta.models.encoder import Encoder
-
-    torch.manual_seed(seed)
-    encoder = Encoder.from_config(enc_cfg)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # the same adapter in every process; non-zero B, as after some training
-        for name, p in encoder.named_parameters():
-            if "lora_A" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
-            elif "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * lora_std)
-    return MetaModel(encoder, meta_cfg)
-
-
-def token_counts(encoder, episode) -> tuple[int, int]:
-    """(real tokens, tokens of the padded support + query batches) of an episode."""
-    real = padded = 0
-    for part in (episode.support, episode.query):
-        lens = [len(x) for x in encoder.token_ids([e.text for e in part])]
-        real += sum(lens)
-        padded += len(lens) * max(lens)
-    return real, padded
 
 
 def episode_batch(mode: str, encoder, episode, cache):
@@ -248,7 +119,7 @@ def measure_episode(spec: dict) -> dict:
         times.append(time.perf_counter() - t0)
         losses.append(loss)
         accs.append(acc)
-    peak, episode_peak = rss_peak_mb(), _status_mb("VmHWM")
+    peak, episode_peak = rss_peak_mb(), status_mb("VmHWM")
     tokens = [token_counts(encoder, ep) for ep in episodes]
     result = {
         "seconds": times,

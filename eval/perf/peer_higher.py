@@ -17,6 +17,17 @@ from collections.abc import Callable
 import higher
 import torch
 import torch.nn.functional as F
+from common import (  # eval/perf/common.py
+    autocast,
+    build_model,
+    build_setting,
+    count_flops,
+    load_episodes,
+    reset_peak,
+    rss_peak_mb,
+    status_mb,
+    token_counts,
+)
 from torch import nn
 
 from xmeta.models.heads import proto_logits, prototypes
@@ -49,7 +60,10 @@ def higher_maml_step(encoder: nn.Module, cfg) -> tuple[Callable, list[nn.Paramet
     """``step(batch, precision) -> loss``: one second-order MAML episode, meta-gradient in ``.grad``."""
     if cfg.effective_head != "proto" or cfg.projection_dim or cfg.learn_inner_lr or cfg.inner_params != "all":
         raise ValueError("the higher peer implements plain MAML with the prototype head only")
-    encoder.ensure_double_backward()
+    if not encoder.supports_double_backward:
+        raise ValueError(
+            "build the encoder with eager attention (xmeta.meta.encoder_config_for): higher differentiates twice"
+        )
     lora = plain_lora(encoder)
     inner_opt = torch.optim.SGD(lora, lr=cfg.inner_lr)
     scale = 1.0 / cfg.effective_temperature
@@ -59,17 +73,16 @@ def higher_maml_step(encoder: nn.Module, cfg) -> tuple[Callable, list[nn.Paramet
         return F.cross_entropy(proto_logits(z, protos, cfg.distance, scale), target)
 
     def step(batch, precision: str) -> float:
-        amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
         with higher.innerloop_ctx(encoder, inner_opt, copy_initial_weights=False, track_higher_grads=True) as (
             fmodel,
             diffopt,
         ):
             for _ in range(cfg.inner_steps):
-                with amp:
+                with autocast(precision):
                     z = fmodel(**batch.support)
                     loss = loss_of(z, batch.support_labels, z, batch.support_labels, batch.n_way)
                 diffopt.step(loss)
-            with amp:
+            with autocast(precision):
                 zs, zq = fmodel(**batch.support), fmodel(**batch.query)
                 outer = loss_of(zs, batch.support_labels, zq, batch.query_labels, batch.n_way)
             outer.backward()
@@ -82,18 +95,6 @@ def measure_higher(spec: dict) -> dict:
     """The ``higher/*`` measurements of ``eval/perf/run.py`` (same fields as ``measure_episode``)."""
     import statistics
     import time
-
-    from measure import (
-        _status_mb,
-        autocast,
-        build_model,
-        build_setting,
-        count_flops,
-        load_episodes,
-        reset_peak,
-        rss_peak_mb,
-        token_counts,
-    )
 
     from xmeta.meta import tokenize_episode
 
@@ -121,7 +122,7 @@ def measure_higher(spec: dict) -> dict:
         t0 = time.perf_counter()
         losses.append(step(ep))
         times.append(time.perf_counter() - t0)
-    peak, episode_peak = rss_peak_mb(), _status_mb("VmHWM")
+    peak, episode_peak = rss_peak_mb(), status_mb("VmHWM")
     tokens = [token_counts(encoder, ep) for ep in episodes]
     flops = [0]
     with count_flops(flops):

@@ -7,7 +7,6 @@ artifact format of ``xmeta.adaptation.artifact`` and ``load`` from it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 from safetensors.torch import save_file
 
-from xmeta.adaptation.artifact import PROTOTYPES, check_metadata, model_card, now
+from xmeta.adaptation.artifact import check_metadata, model_card, now
 from xmeta.artifacts import (
     ADAPTER_DIR,
     CARD,
@@ -35,7 +34,6 @@ from xmeta.errors import InputError
 from xmeta.interfaces import Prediction
 from xmeta.meta.checkpoint import configs_of, head_tensors, load_params, peft_writer, usage
 from xmeta.meta.config import MetaConfig
-from xmeta.meta.functional import EPISODE_HEAD
 from xmeta.meta.learners import EpisodePredictor, Precision
 from xmeta.meta.maml import AdaptedState
 from xmeta.meta.model import MetaModel
@@ -47,13 +45,13 @@ _LOG_SCALE = "head.log_scale"
 
 
 def artifact_tensors(model: MetaModel, state: AdaptedState) -> dict[str, Any]:
-    """What an artifact stores of an adapted state: adapters and head tensors, no inner learning rates."""
+    """What an artifact stores of an adapted state: adapters, head tensors and the episode head's
+    state (its ``tensor_names``), no inner learning rates."""
     # Meta-SGD's inner learning rates only matter while adapting; the temperature is stored even
     # when it is a fixed buffer, so that the artifact alone decides the logits.
     tensors = {k: v for k, v in state.params.items() if not k.startswith("inner_lrs.")}
     tensors.setdefault(_LOG_SCALE, model.head.log_scale.detach())
-    if state.prototypes is not None:
-        tensors[PROTOTYPES] = state.prototypes
+    tensors.update(state.head.tensors)
     return tensors
 
 
@@ -61,11 +59,7 @@ def expected_shapes(model: MetaModel, n_way: int) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the tensors an artifact of ``model`` with ``n_way`` classes must hold."""
     shapes = {n: tuple(p.shape) for n, p in model.meta_params().items() if not n.startswith("inner_lrs.")}
     shapes[_LOG_SCALE] = tuple(model.head.log_scale.shape)
-    if model.cfg.effective_head == "proto":
-        shapes[PROTOTYPES] = (n_way, model.embed_dim)
-    else:
-        shapes[EPISODE_HEAD[0]] = (n_way, model.embed_dim)
-        shapes[EPISODE_HEAD[1]] = (n_way,)
+    shapes.update(model.cfg.episode_head.shapes(n_way, model.embed_dim))
     return shapes
 
 
@@ -147,9 +141,7 @@ class AdaptedPredictor:
         manifest = Manifest("adapted", to_dict(enc.cfg), to_dict(self.meta_config), base_model=base, info=info)
         tensors = {k: v.detach().cpu().contiguous() for k, v in artifact_tensors(self.model, self.state).items()}
         head = head_tensors(self.model, tensors)
-        head.update({"linear." + k.split(".", 1)[1]: v for k, v in tensors.items() if k in EPISODE_HEAD})
-        if PROTOTYPES in tensors:
-            head[PROTOTYPES] = tensors[PROTOTYPES]
+        head.update(self.state.head.map(lambda t: t.detach().cpu().contiguous()).exported())
         head_meta = {"label_names": json.dumps(list(self.label_names), ensure_ascii=False)}
         card_info = {**info, "encoder": manifest.encoder, "xmeta_version": manifest.xmeta_version}
         langs = [self.lang] if self.lang != "und" else []
@@ -197,9 +189,7 @@ class AdaptedPredictor:
         tensors = load_params(manifest)
         if encoder is None:
             encoder = Encoder.from_config(enc_cfg)
-        # Zero inner steps: prediction never differentiates through adaptation, so a second-order
-        # algorithm must not switch the encoder to (slower) eager attention here.
-        model = MetaModel(encoder, dataclasses.replace(meta_cfg, inner_steps=0, eval_inner_steps=0))
+        model = MetaModel(encoder, meta_cfg)
         want = expected_shapes(model, len(label_names))
         missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
         if missing or unexpected:
@@ -209,9 +199,10 @@ class AdaptedPredictor:
         for name, shape in want.items():
             if tuple(tensors[name].shape) != shape:
                 raise ArtifactError(f"{weights}: {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
-        protos = tensors.pop(PROTOTYPES, None)
         params = {k: v.to(encoder.device, encoder.dtype) for k, v in tensors.items()}
-        state = AdaptedState(params, None if protos is None else protos.to(encoder.device, encoder.dtype))
+        head_cls = model.cfg.episode_head
+        episode_head = head_cls({n: params.pop(n) for n in head_cls.tensor_names}, meta_cfg.distance)
+        state = AdaptedState(params, episode_head)
         keep = {k: v for k, v in manifest.info.items() if k != "label_names"}
         return cls(
             model, state, label_names, metadata=keep, batch_size=batch_size, meta_config=meta_cfg, precision=precision

@@ -43,12 +43,8 @@ def load_meta(model: str | Path, *, encoder: Encoder | None = None) -> MetaSourc
     from xmeta.meta.checkpoint import configs_of, load_meta_model
 
     manifest = open_artifact(model, "meta")
-    enc_cfg, meta_cfg = configs_of(manifest)
+    _, meta_cfg = configs_of(manifest)
     meta = load_meta_model(manifest, encoder=encoder)
-    if meta.encoder.attn_implementation != enc_cfg.attn_implementation:
-        # A second-order run switched to eager attention for training; test-time adaptation is
-        # first order, so the faster configured kernel gives the same results.
-        meta.encoder.set_attn_implementation(enc_cfg.attn_implementation)
     ckpt = manifest.root
     info = {"model": str(model), "checkpoint": str(ckpt.resolve()), "algorithm": meta_cfg.algorithm}
     info.update({k: v for k, v in (("step", manifest.step), ("val_acc", manifest.val_acc)) if v is not None})

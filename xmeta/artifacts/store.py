@@ -71,7 +71,7 @@ def resolve(name: str | os.PathLike[str], kind: str = "meta") -> Path:
         if not root.is_dir():
             raise ArtifactError(
                 f"no default meta-trained model is installed (nothing at {origin}); pass a meta-training run "
-                "directory instead, e.g. runs/default (made by `xmeta train`)"
+                "directory instead, e.g. runs/protonet (made by `xmeta train --config protonet`)"
             )
     else:
         root = Path(name).expanduser()

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from xmeta.bench.methods import METHODS, parse_method
+from xmeta.bench.methods import parse_method, parse_method_options
+from xmeta.data.languages import expand_languages
 from xmeta.registry import UnknownNameError
 
 _SPLITS = ("train", "dev", "test")
@@ -23,7 +24,8 @@ class BenchConfig:
 
     Attributes:
         task: Corpus name in ``xmeta.data`` (``sib200``, ``afrisenti``, ``files``).
-        langs: Evaluation languages (FLORES-style codes for SIB-200).
+        langs: Evaluation languages (FLORES-style codes for SIB-200); an item may name a set
+            (``eval:lowres25``, ``tier:low``; ``xmeta.data.languages.expand_languages``).
         methods: Method specs of registered kinds (``xmeta bench --help`` lists them), e.g.
             ``frozen-proto``, ``logreg``, ``setfit``, ``meta:default``, ``icl:<llm>``,
             ``icl:openai:<model>``, ``external:<predictions file>``.
@@ -39,8 +41,8 @@ class BenchConfig:
         data_dir: Directory holding the corpora (default: ``$XMETA_DATA_DIR``).
         data_options: Extra keyword arguments for the task loader (e.g. ``files`` for ``files``).
         encoder: Encoder (zoo name or path) of ``frozen-proto`` and ``finetune``.
-        method_options: Per registered method kind (``xmeta bench --help`` lists them) keyword
-            arguments for its learner, e.g. ``{icl: {batch_size: 8}}``.
+        method_options: Per registered method kind (``xmeta bench --help`` lists them), the options
+            its schema declares, e.g. ``{icl: {batch_size: 8}}``; an unknown kind or option is refused.
         out: Output directory (results, report, plots, per-cell checkpoints).
         bootstrap: Bootstrap resamples for the 95% intervals.
         ci: Confidence level of the intervals.
@@ -81,7 +83,10 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if isinstance(self.k_shot, int):  # a YAML scalar `k_shot: 5` means one K
             self.k_shot = [self.k_shot]
-        self.langs = list(self.langs)
+        try:  # set names (eval:lowres25) become their codes before any check
+            self.langs = expand_languages(self.langs)
+        except ValueError as err:
+            raise ValueError(f"langs: {err}") from None
         self.methods = list(self.methods)
         self.k_shot = list(self.k_shot)
         self._check_names()
@@ -94,12 +99,7 @@ class BenchConfig:
             raise ValueError(f"on_small_class must be error, skip or shrink, got {self.on_small_class!r}")
         if self.missing_predictions not in ("wrong", "exclude"):
             raise ValueError(f"missing_predictions must be 'wrong' or 'exclude', got {self.missing_predictions!r}")
-        unknown = set(self.method_options) - set(METHODS)  # the method registry is the only list of kinds
-        if unknown:
-            raise ValueError(f"method_options has unknown method kind(s) {sorted(unknown)}; known: {sorted(METHODS)}")
-        for kind, opts in self.method_options.items():
-            if not isinstance(opts, dict):
-                raise ValueError(f"method_options.{kind} must be a mapping, got {opts!r}")
+        parse_method_options(self.method_options)  # each kind's own schema: a misspelt option is refused here
 
     def _check_names(self) -> None:
         if not self.task:

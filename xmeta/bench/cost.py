@@ -27,12 +27,16 @@ def current_rss_mb() -> float:
         resident_pages = int(_STATM.read_text().split()[1])
         return resident_pages * _PAGE / 1e6
     except (OSError, IndexError, ValueError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # ru_maxrss is in kB on Linux and bytes on macOS.
-        return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
+        return lifetime_peak_kib() / 1e3
 
 
-def _reset_kernel_peak() -> bool:
+def lifetime_peak_kib() -> float:
+    """The peak RSS of this process over its whole life (``ru_maxrss``), in KiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform == "darwin" else float(peak)  # macOS reports bytes, Linux KiB
+
+
+def reset_kernel_peak() -> bool:
     """Reset the kernel's resident high-water mark (VmHWM) of this process; False where unsupported."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -41,15 +45,21 @@ def _reset_kernel_peak() -> bool:
         return False
 
 
-def _kernel_peak_mb() -> float:
-    """VmHWM: the exact peak RSS since the last reset (0 where /proc is missing)."""
+def proc_status_kib(field: str) -> int | None:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...) in KiB; None where /proc is missing."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1e3 / 1e6  # kB -> MB
-    except (OSError, ValueError):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         pass
-    return 0.0
+    return None
+
+
+def _kernel_peak_mb() -> float:
+    """VmHWM: the exact peak RSS since the last reset (0 where /proc is missing)."""
+    kib = proc_status_kib("VmHWM")
+    return 0.0 if kib is None else kib * 1e3 / 1e6  # kB -> MB
 
 
 class PeakRSS:
@@ -79,7 +89,7 @@ class PeakRSS:
             self._sample()
 
     def __enter__(self) -> PeakRSS:
-        self._kernel = _reset_kernel_peak()
+        self._kernel = reset_kernel_peak()
         self.baseline_mb = current_rss_mb()
         self.peak_mb = self.baseline_mb
         self._stop.clear()

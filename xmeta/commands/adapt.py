@@ -18,7 +18,7 @@ classifier in plain transformers + peft), README.md (model card). Use it with `x
 
 examples:
   xmeta adapt --support swh_dev.tsv --lang swh_Latn --out models/swh
-  xmeta adapt --support reviews.csv --text-column review --label-column stars --model runs/default --out models/rev
+  xmeta adapt --support reviews.csv --text-column review --label-column stars --model runs/protonet --out models/rev
   xmeta predict --model models/swh --input sentences.txt
 """
 

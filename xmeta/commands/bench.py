@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 EPILOG_TAIL = """\
-method options: method_options.<kind> in the config, e.g.
+method options: method_options.<kind> in the config sets the options each kind declares (a misspelt
+kind or option is refused before any work, naming the known ones), e.g.
   method_options: {icl: {openai: {base_url: http://127.0.0.1:8080/v1, scoring: loglik, max_concurrency: 4}}}
   (scoring: loglik = label log-likelihood via echoed logprobs; choice = parse a chat answer. The key is
   read from $OPENAI_API_KEY, never from a config. Responses are cached under $XMETA_CACHE/llm_responses.)

@@ -13,7 +13,8 @@ recipe's name (meta_train, the default) or the path of a recipe file.
 
 examples:
   xmeta train --config protonet output_dir=runs/protonet
-  xmeta train --config default max_steps=100 meta.inner_steps=3 output_dir=runs/try1
+  xmeta train --config protomaml max_steps=100 meta.inner_steps=3 output_dir=runs/try1
+  xmeta train --config protonet_hr50_xl --print-config     # the effective config (bases + overrides)
   xmeta train --config my_config.yaml --resume
   accelerate launch --num_processes 2 $(xmeta recipes path meta_train) --config $(xmeta recipes path protonet)
 """
@@ -34,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="NAME|FILE", help="packaged config name (see `xmeta recipes list`) or YAML file")
     p.add_argument("--resume", action="store_true", help="continue from the output_dir's latest checkpoint")
     p.add_argument(
+        "--print-config", action="store_true", help="print the effective config as YAML and exit without training"
+    )
+    p.add_argument(
         "--recipe", default="meta_train", metavar="NAME|FILE", help="recipe name or .py file (default: meta_train)"
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. meta.inner_steps=3")
@@ -45,7 +49,8 @@ def _run(args: argparse.Namespace) -> int:
 
     recipe = recipe_path(args.recipe)
     config = ["--config", str(config_path(args.config))] if args.config else []
-    argv = [str(recipe), *config, *(["--resume"] if args.resume else [])]
+    flags = [flag for flag, on in (("--resume", args.resume), ("--print-config", args.print_config)) if on]
+    argv = [str(recipe), *config, *flags]
     saved, sys.argv = sys.argv, argv + list(args.overrides)
     try:
         module = runpy.run_path(str(recipe), run_name="xmeta_recipe")

@@ -1,4 +1,4 @@
-"""Data layer: corpora -> ``datasets.Dataset``; language metadata; episodes; collation.
+"""Data layer: corpora -> ``datasets.Dataset``; language metadata; episodes.
 
 The names below are imported lazily (PEP 562), so ``import xmeta.data`` does not pull in
 ``datasets``/``torch`` until one of them is used.
@@ -8,7 +8,6 @@ The names below are imported lazily (PEP 562), so ``import xmeta.data`` does not
 * episodes: :class:`EpisodeSampler`, :func:`episode_to_dict`, :func:`episode_from_dict`,
   :func:`save_episodes`, :func:`load_episodes`, :func:`check_leakage`, :class:`LeakageError`,
   :class:`InsufficientExamplesError`
-* collation: :func:`collate`, :func:`bucket_by_length`
 """
 
 from __future__ import annotations
@@ -37,9 +36,6 @@ _EXPORTS = {
     "check_leakage": "xmeta.data.leakage",
     "find_leaks": "xmeta.data.leakage",
     "LeakageError": "xmeta.data.leakage",
-    "collate": "xmeta.data.collate",
-    "bucket_by_length": "xmeta.data.collate",
-    "LengthBuckets": "xmeta.data.collate",
     "COLUMNS": "xmeta.data.schema",
     "select_rows": "xmeta.data.schema",
 }

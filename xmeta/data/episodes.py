@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -305,13 +305,6 @@ class EpisodeSampler:
     ) -> list[Episode]:
         """Episodes ``start .. start+count-1``."""
         return [self.episode(i, lang=lang, query_lang=query_lang) for i in range(start, start + count)]
-
-    def stream(self, start: int = 0, step: int = 1) -> Iterator[Episode]:
-        """Endless episodes ``start, start+step, ...``; rank ``r`` of ``w`` uses ``stream(start=r, step=w)``."""
-        index = start
-        while True:
-            yield self.episode(index)
-            index += step
 
     # ----------------------------------------------------------------------------------- leakage / lookup
 

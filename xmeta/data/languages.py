@@ -9,6 +9,9 @@ SIB-200 paper). The tier is derived from those two columns by :func:`derive_tier
 * ``low``: not in XLM-R's pretraining data -- the low-resource side of the evaluation;
 * ``unknown``: a code the table does not list. Unknown codes still work everywhere: the script
   is parsed from the code's suffix and the name is the code itself.
+
+Configs name language sets instead of pasting them (:func:`expand_languages`): ``tier:high`` (the
+table's tier, best-resourced first) or a fixed set of :data:`LANGUAGE_SETS` (``eval:lowres25``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from xmeta.registry import did_you_mean
 
 Tier = Literal["high", "mid", "low", "unknown"]
 TIERS: tuple[str, ...] = ("high", "mid", "low", "unknown")
@@ -150,3 +155,69 @@ def describe(codes: Sequence[str]) -> list[dict[str, object]]:
         }
         for c in codes
     ]
+
+
+# Meta-training languages of the default recipe: SIB-200 languages in Joshi et al. (2020) classes 4-5
+# ("winners" and "underdogs") that are also in XLM-R's pretraining set, one script per language.
+# None of the 25 low-resource evaluation languages is among them.
+HIGH_RESOURCE_LANGS: tuple[str, ...] = (
+    "eng_Latn", "fra_Latn", "deu_Latn", "spa_Latn", "por_Latn",
+    "rus_Cyrl", "zho_Hans", "jpn_Jpan", "arb_Arab", "hin_Deva",
+)  # fmt: skip
+# Meta-validation languages: low-resource African languages (not in XLM-R's pretraining set) that
+# are not evaluation languages, so model selection sees the target regime without peeking.
+VALIDATION_LANGS: tuple[str, ...] = ("nya_Latn", "run_Latn", "sot_Latn", "tsn_Latn", "kon_Latn")
+# The 25 low-resource evaluation languages of the standard benchmark (eval/configs/sib200_lowres.yaml).
+EVALUATION_LANGS: tuple[str, ...] = (
+    "swh_Latn", "yor_Latn", "hau_Latn", "amh_Ethi", "quy_Latn", "wol_Latn", "tir_Ethi", "ibo_Latn", "zul_Latn",
+    "lin_Latn", "ewe_Latn", "fon_Latn", "bam_Latn", "kin_Latn", "som_Latn", "twi_Latn", "ayr_Latn", "grn_Latn",
+    "nus_Latn", "dik_Latn", "mos_Latn", "lug_Latn", "sna_Latn", "xho_Latn", "kab_Latn",
+)  # fmt: skip
+
+# Fixed sets by name. Committed runs and benchmarks used these exact lists (in this order, which fixes
+# their episodes): change a set only together with the results that used it, or add a new name.
+LANGUAGE_SETS: dict[str, tuple[str, ...]] = {
+    "train:hr10": HIGH_RESOURCE_LANGS,
+    "val:african5": VALIDATION_LANGS,
+    "eval:lowres25": EVALUATION_LANGS,
+    "eval:lowres10": EVALUATION_LANGS[:10],  # the subset the costly methods (finetune, ICL, peers) run on
+}
+_TIER_PREFIX = "tier:"
+
+
+def language_set_names() -> list[str]:
+    """Every name :func:`language_set` knows: ``tier:<tier>`` and the fixed :data:`LANGUAGE_SETS`."""
+    return [f"{_TIER_PREFIX}{t}" for t in TIERS if t != "unknown"] + list(LANGUAGE_SETS)
+
+
+def language_set(name: str) -> list[str]:
+    """The codes of a named language set.
+
+    ``tier:<tier>`` is that tier of the shipped table, best-resourced first (Joshi class descending,
+    then code): ``tier:high`` is :func:`high_resource_languages`. Other names are fixed lists
+    (:data:`LANGUAGE_SETS`).
+
+    Raises:
+        ValueError: an unknown name (the message suggests the close ones and lists them all).
+    """
+    tier = name.removeprefix(_TIER_PREFIX)
+    if name.startswith(_TIER_PREFIX) and tier in TIERS and tier != "unknown":
+        return sorted(languages_in_tier(tier), key=lambda code: (-(language_info(code).joshi_class or 0), code))
+    if name in LANGUAGE_SETS:
+        return list(LANGUAGE_SETS[name])
+    raise ValueError(did_you_mean(name, language_set_names(), "language set"))
+
+
+def expand_languages(items: str | Iterable[str]) -> list[str]:
+    """A language list with every set name (an item with a colon: ``tier:high``) replaced by its codes.
+
+    Codes pass through unchanged and in order, so a list without names is returned as it is; a
+    single string is one item (``"tier:high"``).
+
+    Raises:
+        ValueError: an unknown set name.
+    """
+    out: list[str] = []
+    for item in [items] if isinstance(items, str) else items:
+        out.extend(language_set(item) if ":" in item else [item])
+    return out

@@ -121,10 +121,6 @@ def label_names_of(dataset: Dataset) -> tuple[str, ...]:
     return tuple(dataset.features["label"].names)
 
 
-def is_parallel(dataset: Dataset) -> bool:
-    return SOURCE_ID in dataset.column_names
-
-
 def select_rows(dataset: Dataset, langs: Iterable[str] | None = None, splits: Iterable[str] | None = None) -> Dataset:
     """Rows whose ``lang`` and ``split`` are in the given sets (``None``: any), without a Python loop.
 

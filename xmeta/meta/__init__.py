@@ -2,55 +2,54 @@
 
 from __future__ import annotations
 
-from xmeta.meta.cache import ActivationCache, activation_cache_for
+from xmeta.meta.cache import PER_EPISODE, RUN_ALL_LAYERS, ActivationCache, FrozenLayers, activation_cache_for
 from xmeta.meta.checkpoint import load_meta_model, save_meta_model
 from xmeta.meta.config import MetaConfig
-from xmeta.meta.functional import EPISODE_HEAD, encoder_features, project, sgd_inner_loop
-from xmeta.meta.learners import (
-    EpisodePredictor,
-    FinetuneConfig,
-    FinetuneLearner,
-    FrozenProtoLearner,
-    MetaLearner,
-    Precision,
-    inference_precision,
-)
+from xmeta.meta.finetune import FinetuneConfig, FinetuneLearner
+from xmeta.meta.functional import encoder_features, project, sgd_inner_loop
+from xmeta.meta.learners import EpisodePredictor, FrozenProtoLearner, MetaLearner
 from xmeta.meta.maml import (
     AdaptedState,
     EpisodeTensors,
-    accumulate_meta_gradients,
     adapt_episode,
     episode_logits,
-    meta_batch_loss,
     meta_step_loss,
     tokenize_episode,
 )
-from xmeta.meta.model import MetaModel
+from xmeta.meta.memo import FeatureMemo
+from xmeta.meta.model import MetaModel, encoder_config_for
+from xmeta.meta.precision import Precision, inference_precision
 from xmeta.meta.registry import ALGORITHMS, AlgorithmSpec
+from xmeta.models.heads import EPISODE_HEAD, EPISODE_HEADS, EpisodeHead
 
 __all__ = [
     "ALGORITHMS",
     "EPISODE_HEAD",
+    "EPISODE_HEADS",
+    "PER_EPISODE",
+    "RUN_ALL_LAYERS",
     "ActivationCache",
     "AdaptedState",
     "AlgorithmSpec",
+    "EpisodeHead",
     "EpisodePredictor",
     "EpisodeTensors",
+    "FeatureMemo",
     "FinetuneConfig",
     "FinetuneLearner",
+    "FrozenLayers",
     "FrozenProtoLearner",
     "MetaConfig",
     "MetaLearner",
     "MetaModel",
     "Precision",
-    "accumulate_meta_gradients",
     "activation_cache_for",
     "adapt_episode",
+    "encoder_config_for",
     "encoder_features",
     "episode_logits",
     "inference_precision",
     "load_meta_model",
-    "meta_batch_loss",
     "meta_step_loss",
     "project",
     "save_meta_model",

@@ -1,5 +1,9 @@
 """A run-long cache of the frozen layers' output, per example: episodes then run the top layers only.
 
+``FrozenLayers`` is the ``tokenize_episode(cache_frozen=...)`` option: ``RUN_ALL_LAYERS`` (token
+tensors), ``PER_EPISODE`` (the frozen layers' output computed for each episode) or a run-long
+``ActivationCache``.
+
 With LoRA adapters in the top L layers only, the hidden states entering the lowest adapted layer
 do not depend on any meta-parameter: for a given example they are the same in every episode of
 a run. ``ActivationCache`` computes them once per example (keyed by ``Example.uid``), stores the
@@ -37,10 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from xmeta.interfaces import Example
+from xmeta.meta.modes import eval_mode
 from xmeta.models.encoder import Encoder
+from xmeta.models.inputs import EncoderInputs, HiddenStates, PackedStates
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +54,45 @@ _NUMPY_STORAGE = {torch.bfloat16: np.int16, torch.float16: np.float16, torch.flo
                   torch.float64: np.float64}  # fmt: skip
 
 
-class ActivationCache:
+class FrozenLayers:
+    """How an episode's examples become encoder inputs: the ``cache_frozen`` option of ``tokenize_episode``.
+
+    This base runs every layer in every forward (token tensors). ``PER_EPISODE`` computes the
+    hidden states entering the lowest adapted layer once per episode; ``ActivationCache`` once
+    per example for a whole run. Results are the same in every case (up to float round-off, or
+    the cache's storage precision); with adapters in the top L layers only, each forward of the
+    inner loop then runs L layers instead of all.
+    """
+
+    def inputs(
+        self, encoder: Encoder, groups: Sequence[Sequence[Example]], device: torch.device
+    ) -> list[EncoderInputs]:
+        """Encoder inputs for each group of examples (an episode's support and query), on ``device``."""
+        return [encoder.tokenize([e.text for e in g], device) for g in groups]
+
+    @staticmethod
+    def of(option: FrozenLayers | bool) -> FrozenLayers:
+        """``True`` / ``False`` are short for ``PER_EPISODE`` / ``RUN_ALL_LAYERS``."""
+        if isinstance(option, FrozenLayers):
+            return option
+        return PER_EPISODE if option else RUN_ALL_LAYERS
+
+
+class _PerEpisode(FrozenLayers):
+    """The frozen layers' output computed per batch of examples (``Encoder.cache_frozen_layers``),
+    packed without padding on BERT-style encoders."""
+
+    def inputs(
+        self, encoder: Encoder, groups: Sequence[Sequence[Example]], device: torch.device
+    ) -> list[EncoderInputs]:
+        return [encoder.cache_frozen_layers(tokens, packed=True) for tokens in super().inputs(encoder, groups, device)]
+
+
+RUN_ALL_LAYERS = FrozenLayers()
+PER_EPISODE = _PerEpisode()
+
+
+class ActivationCache(FrozenLayers):
     """Hidden states entering ``encoder.first_trainable_layer``, computed once per example uid.
 
     Args:
@@ -151,30 +194,29 @@ class ActivationCache:
         for i, seq in enumerate(ids):
             by_len.setdefault(len(seq), []).append(i)
         enc = self.encoder
-        training = [m for m in enc.modules() if m.training]
-        for m in training:  # frozen layers without dropout: the same value in every episode
-            m.training = False
-        try:
-            with torch.no_grad():
-                for length, members in sorted(by_len.items()):
-                    per_batch = max(1, self.fill_batch_tokens // length)  # 1 unless batched_fill
-                    for j in range(0, len(members), per_batch):
-                        chunk = members[j : j + per_batch]
-                        input_ids = torch.tensor([ids[i] for i in chunk], dtype=torch.long, device=enc.device)
-                        mask = torch.ones_like(input_ids)  # equal lengths: no padding, no mask effects
-                        h = enc.hidden_states_at(input_ids, mask, layer=self.layer)
-                        rows = self._reserve(len(chunk) * length)
-                        self._store[rows : rows + len(chunk) * length] = h.reshape(-1, h.shape[-1]).to(
-                            "cpu", self.dtype
-                        )
-                        for n, i in enumerate(chunk):
-                            self._index[uids[i]] = (rows + n * length, length, todo[uids[i]][1])
-        finally:
-            for m in training:  # exactly the modes found (train() would set every submodule alike)
-                m.training = True
+        # Frozen layers without dropout (the same value in every episode); the modes found are restored.
+        with eval_mode(enc), torch.no_grad():
+            for length, members in sorted(by_len.items()):
+                per_batch = max(1, self.fill_batch_tokens // length)  # 1 unless batched_fill
+                for j in range(0, len(members), per_batch):
+                    chunk = members[j : j + per_batch]
+                    input_ids = torch.tensor([ids[i] for i in chunk], dtype=torch.long, device=enc.device)
+                    mask = torch.ones_like(input_ids)  # equal lengths: no padding, no mask effects
+                    h = enc.hidden_states_at(input_ids, mask, layer=self.layer)
+                    rows = self._reserve(len(chunk) * length)
+                    self._store[rows : rows + len(chunk) * length] = h.reshape(-1, h.shape[-1]).to("cpu", self.dtype)
+                    for n, i in enumerate(chunk):
+                        self._index[uids[i]] = (rows + n * length, length, todo[uids[i]][1])
         self.misses += len(uids)
         self.fill_seconds += time.perf_counter() - start
         return len(uids)
+
+    def inputs(
+        self, encoder: Encoder, groups: Sequence[Sequence[Example]], device: torch.device
+    ) -> list[EncoderInputs]:
+        """Packed inputs of each group; the examples of all groups are computed together if missing."""
+        self.fill([e for g in groups for e in g])  # computes only the examples not seen before
+        return [self.batch(g, device, fill=False) for g in groups]
 
     def batch(
         self,
@@ -183,12 +225,12 @@ class ActivationCache:
         *,
         packed: bool = True,
         fill: bool = True,
-    ) -> dict[str, Tensor | int]:
+    ) -> PackedStates | HiddenStates:
         """Encoder inputs for ``examples``, in their order (computing missing ones first if ``fill``).
 
         Returns:
-            ``{"hidden_states": (tokens, hidden), "lengths": (batch,), "start_layer": layer}``
-            (packed), or padded ``hidden_states (batch, seq, hidden)`` with an ``attention_mask``.
+            ``PackedStates`` (``(tokens, hidden)`` and per-example ``lengths``), or padded
+            ``HiddenStates`` ``(batch, seq, hidden)`` with an ``attention_mask``.
 
         Raises:
             KeyError: without ``fill``, for an example that is not cached.
@@ -205,10 +247,10 @@ class ActivationCache:
         rows = torch.cat([torch.arange(first, first + n) for first, n, _ in entries])
         h = self._store.index_select(0, rows).to(device=device, dtype=dtype)
         if packed:
-            return {"hidden_states": h, "lengths": lengths.to(device), "start_layer": self.layer}
+            return PackedStates(h, lengths.to(device), self.layer)
         padded = torch.nn.utils.rnn.pad_sequence(list(h.split(lengths.tolist())), batch_first=True)
         mask = (torch.arange(padded.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).long().to(device)
-        return {"hidden_states": padded, "attention_mask": mask, "start_layer": self.layer}
+        return HiddenStates(padded, mask, self.layer)
 
     def close(self) -> None:
         """Drop the store (and the temporary memory-mapped file, if one was made)."""
@@ -277,13 +319,13 @@ def _crc(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-def activation_cache_for(encoder: Encoder, enabled: bool = True, **kwargs: object) -> ActivationCache | bool:
+def activation_cache_for(encoder: Encoder, enabled: bool = True, **kwargs: object) -> FrozenLayers:
     """What ``tokenize_episode(cache_frozen=...)`` should get for a run.
 
     A run-long ``ActivationCache`` when ``enabled`` and the encoder can run packed layers (BERT,
-    XLM-R, e5); otherwise ``enabled`` itself (per-episode caching of the frozen layers, or none).
-    ``kwargs`` go to ``ActivationCache``.
+    XLM-R, e5); otherwise ``PER_EPISODE`` (enabled) or ``RUN_ALL_LAYERS``. ``kwargs`` go to
+    ``ActivationCache``.
     """
     if enabled and encoder.supports_packing:
         return ActivationCache(encoder, **kwargs)  # type: ignore[arg-type]
-    return enabled
+    return FrozenLayers.of(enabled)

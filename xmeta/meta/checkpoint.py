@@ -129,7 +129,7 @@ def _save_peft(lora: Mapping[str, torch.Tensor], encoder: Encoder, base_model: s
     if set(state) != own:
         raise RuntimeError(f"peft export: LoRA names differ (e.g. {sorted(set(state) ^ own)[:2]})")
     model.load_state_dict(state, strict=False, assign=True)
-    model.save_pretrained(str(out))
+    model.save_pretrained(str(out), save_embedding_layers=False)  # LoRA only: no Hub lookup of the base
     (out / "README.md").unlink(missing_ok=True)  # peft's empty template; the artifact's card is one level up
 
 

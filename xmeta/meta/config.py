@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from xmeta.meta.registry import ALGORITHMS, AlgorithmSpec
+from xmeta.models.heads import EPISODE_HEADS, EpisodeHead
 from xmeta.registry import UnknownNameError
 
 
@@ -24,7 +25,8 @@ class MetaConfig:
             head: ANIL-style), "top:N" (adapters of the top N layers + head), or a regex matched
             with ``re.search`` against meta-parameter names (e.g. ``"layer\\.1[01]\\.|head"``).
         learn_inner_lr: Meta-SGD: learn one inner learning rate per adapted tensor.
-        head: "auto" (the algorithm's default), "proto", "linear_zero" or "linear_proto".
+        head: "auto" (the algorithm's default) or a name in ``xmeta.models.heads.EPISODE_HEADS``:
+            "proto", "linear_zero" or "linear_proto".
         distance: "euclidean" (squared) or "cosine".
         temperature: logits are divided by it; None = 1 for euclidean, 0.1 for cosine.
         learn_temperature: meta-learn the temperature.
@@ -108,6 +110,11 @@ class MetaConfig:
     @property
     def effective_head(self) -> str:
         return self.spec.default_head if self.head == "auto" else self.head
+
+    @property
+    def episode_head(self) -> type[EpisodeHead]:
+        """The episode head class (``effective_head`` looked up in ``EPISODE_HEADS``)."""
+        return EPISODE_HEADS.get(self.effective_head)
 
     @property
     def effective_temperature(self) -> float:

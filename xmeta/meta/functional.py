@@ -1,9 +1,10 @@
 """Functional parameters: forward passes over a dict of tensors, and the shared SGD inner loop.
 
 A "params" dict maps ``MetaModel`` parameter names (``encoder.backbone...lora_A.default.weight``,
-``head.projection.weight``, ``inner_lrs.*``) plus the per-episode head (``episode_head.weight``,
-``episode_head.bias``) to tensors. Only trainable tensors are in it: the frozen backbone is read
-from the module by ``torch.func.functional_call`` and never copied.
+``head.projection.weight``, ``inner_lrs.*``), plus an adapted episode head's tensors while the
+inner loop adapts them (``episode_head.weight``, ``episode_head.bias``: ``EpisodeHead.tensor_names``),
+to tensors. Only trainable tensors are in it: the frozen backbone is read from the module by
+``torch.func.functional_call`` and never copied.
 """
 
 from __future__ import annotations
@@ -12,18 +13,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
+
+from xmeta.models.inputs import Batch, Features
 
 if TYPE_CHECKING:
     from xmeta.meta.model import MetaModel
 
 Params = dict[str, Tensor]
-
-EPISODE_HEAD_WEIGHT = "episode_head.weight"
-EPISODE_HEAD_BIAS = "episode_head.bias"
-EPISODE_HEAD = (EPISODE_HEAD_WEIGHT, EPISODE_HEAD_BIAS)
 
 
 def subdict(params: Mapping[str, Tensor], prefix: str) -> Params:
@@ -32,30 +30,25 @@ def subdict(params: Mapping[str, Tensor], prefix: str) -> Params:
     return {k[n:]: v for k, v in params.items() if k.startswith(prefix)}
 
 
-def encoder_features(model: MetaModel, params: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
+def encoder_features(model: MetaModel, params: Mapping[str, Tensor], batch: Batch) -> Tensor:
     """Pooled encoder embeddings computed with the adapter tensors in ``params``.
 
-    A batch holding ``features`` is already encoded (``xmeta.meta.learners.FeatureMemo``: valid
-    only while the encoder tensors in ``params`` are the ones the features were computed with).
+    ``Features`` are already encoded (``xmeta.meta.FeatureMemo``: valid only while the encoder
+    tensors in ``params`` are the ones the features were computed with).
     """
-    if "features" in batch:
-        return batch["features"]
+    if isinstance(batch, Features):
+        return batch.features
     return functional_call(model.encoder, subdict(params, "encoder."), args=(), kwargs=dict(batch))
 
 
 def project(model: MetaModel, params: Mapping[str, Tensor], z: Tensor) -> Tensor:
-    """Apply the meta-learned projection (if any) with the tensors in ``params``."""
-    proj = model.head.projection
-    if proj is None:
-        return z
-    weight = params.get("head.projection.weight", proj.weight)
-    bias = params.get("head.projection.bias", proj.bias)
-    return F.linear(z, weight, bias)
+    """Apply the meta-learned projection (if any) with the tensors in ``params`` (``ProtoHead.forward``)."""
+    return model.head(z, subdict(params, "head."))
 
 
 def logit_scale(model: MetaModel, params: Mapping[str, Tensor]) -> Tensor:
-    """``1 / temperature`` from ``params`` (learned) or the head's buffer (fixed)."""
-    return params.get("head.log_scale", model.head.log_scale).exp()
+    """``1 / temperature`` from ``params`` (learned) or the head's buffer (fixed) (``ProtoHead.scale``)."""
+    return model.head.scale(subdict(params, "head."))
 
 
 def sgd_inner_loop(

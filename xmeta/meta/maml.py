@@ -11,8 +11,9 @@ One functional code path serves every registered algorithm:
   classifier), adapted together with the selected tensors. The outer gradient also flows through
   that initialisation into the encoder, in first order too (as in fo-Proto-MAML).
 
-The recipe owns the optimizer and loop: it calls ``meta_step_loss`` (or ``meta_batch_loss`` /
-``accumulate_meta_gradients``) and steps an optimizer over ``model.meta_params()``.
+The recipe owns the optimizer and loop: it calls ``meta_step_loss`` per episode, backpropagates
+``loss / meta_batch_size`` (one episode's graph alive at a time) and steps an optimizer over
+``model.meta_params()``.
 """
 
 from __future__ import annotations
@@ -25,42 +26,30 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xmeta.interfaces import Episode
-from xmeta.meta.cache import ActivationCache
+from xmeta.meta.cache import RUN_ALL_LAYERS, FrozenLayers
 from xmeta.meta.config import MetaConfig
-from xmeta.meta.functional import (
-    EPISODE_HEAD_BIAS,
-    EPISODE_HEAD_WEIGHT,
-    Params,
-    encoder_features,
-    logit_scale,
-    project,
-    sgd_inner_loop,
-)
+from xmeta.meta.functional import Params, encoder_features, logit_scale, project, sgd_inner_loop
 from xmeta.meta.model import MetaModel
 from xmeta.models.encoder import Encoder
-from xmeta.models.heads import head_features, linear_head_from_prototypes, linear_logits, proto_logits, prototypes
-
-Batch = Mapping[str, Tensor | int]  # token tensors, or cached hidden states (+ lengths if packed) + start_layer
+from xmeta.models.heads import EpisodeHead
+from xmeta.models.inputs import Batch, EncoderInputs
 
 
 @dataclass
 class EpisodeTensors:
-    """A tokenised episode: support/query token tensors and episode-local labels."""
+    """A tokenised episode: support/query encoder inputs and episode-local labels."""
 
-    support: dict[str, Tensor]
+    support: EncoderInputs
     support_labels: Tensor
-    query: dict[str, Tensor]
+    query: EncoderInputs
     query_labels: Tensor
     n_way: int
 
     def to(self, device: torch.device | str) -> EpisodeTensors:
-        def move(batch: dict) -> dict:
-            return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
         return EpisodeTensors(
-            move(self.support),
+            self.support.to(device),
             self.support_labels.to(device),
-            move(self.query),
+            self.query.to(device),
             self.query_labels.to(device),
             self.n_way,
         )
@@ -71,7 +60,7 @@ def tokenize_episode(
     episode: Episode,
     device: torch.device | None = None,
     *,
-    cache_frozen: bool | ActivationCache = False,
+    cache_frozen: FrozenLayers | bool = RUN_ALL_LAYERS,
 ) -> EpisodeTensors:
     """Tokenise an ``Episode`` once (re-use it across inner steps and the outer loss).
 
@@ -79,29 +68,16 @@ def tokenize_episode(
         encoder: the encoder whose tokenizer (and frozen layers) prepare the batches.
         episode: the episode.
         device: where the tensors go; default the encoder's device.
-        cache_frozen: ``False``: token tensors (every forward runs all layers). ``True``: the
-            hidden states entering the lowest adapted layer, computed for this episode
-            (``Encoder.cache_frozen_layers``), packed without padding on BERT-style encoders.
-            An ``ActivationCache``: the same hidden states from a run-long cache keyed by example
-            uid (computed once per example for the whole run). Same results in every case (up to
-            float round-off, or the cache's storage precision); with adapters in the top L layers
-            only, each forward then runs L layers instead of all.
+        cache_frozen: a ``FrozenLayers`` option (``xmeta.meta.cache``): token tensors (``False``,
+            ``RUN_ALL_LAYERS``), the frozen layers' output computed for this episode (``True``,
+            ``PER_EPISODE``) or taken from a run-long ``ActivationCache``.
     """
     device = device or encoder.device
 
     def labels(examples: Sequence) -> Tensor:
         return torch.tensor([e.label for e in examples], dtype=torch.long, device=device)
 
-    if isinstance(cache_frozen, ActivationCache):
-        cache_frozen.fill([*episode.support, *episode.query])  # computes only the examples not seen before
-        support, query = (cache_frozen.batch(ex, device, fill=False) for ex in (episode.support, episode.query))
-    else:
-
-        def batch(examples: Sequence) -> dict:
-            tokens = encoder.tokenize([e.text for e in examples], device)
-            return encoder.cache_frozen_layers(tokens, packed=True) if cache_frozen else tokens
-
-        support, query = batch(episode.support), batch(episode.query)
+    support, query = FrozenLayers.of(cache_frozen).inputs(encoder, (episode.support, episode.query), device)
     return EpisodeTensors(support, labels(episode.support), query, labels(episode.query), episode.n_way)
 
 
@@ -110,34 +86,24 @@ class AdaptedState:
     """Result of adapting to one support set.
 
     Attributes:
-        params: meta-params with the adapted tensors replaced (plus the episode head, if linear).
-        prototypes: class prototypes for the ``proto`` head, else None.
+        params: meta-params with the adapted tensors replaced.
+        head: the episode head (its class and its tensors: prototypes, or a linear head).
         support_losses: detached support loss before each inner step.
     """
 
     params: Params
-    prototypes: Tensor | None = None
+    head: EpisodeHead
     support_losses: list[Tensor] = field(default_factory=list)
 
     def detach(self) -> AdaptedState:
-        protos = None if self.prototypes is None else self.prototypes.detach()
-        return AdaptedState({k: v.detach() for k, v in self.params.items()}, protos, list(self.support_losses))
+        params = {k: v.detach() for k, v in self.params.items()}
+        return AdaptedState(params, self.head.map(Tensor.detach), list(self.support_losses))
 
 
-def head_logits(
-    model: MetaModel, params: Mapping[str, Tensor], z: Tensor, protos: Tensor | None, cfg: MetaConfig
-) -> Tensor:
-    """Logits of embeddings ``z``: prototype classifier if ``protos`` is given, else the episode linear head."""
-    if protos is not None:
-        return proto_logits(z, protos, cfg.distance, logit_scale(model, params))
-    return linear_logits(head_features(z, cfg.distance), params[EPISODE_HEAD_WEIGHT], params[EPISODE_HEAD_BIAS])
-
-
-def episode_logits(model: MetaModel, state: AdaptedState, batch: Batch, cfg: MetaConfig | None = None) -> Tensor:
-    """Logits ``(n, N)`` of a token batch under an adapted state."""
-    cfg = cfg or model.cfg
+def episode_logits(model: MetaModel, state: AdaptedState, batch: Batch) -> Tensor:
+    """Logits ``(n, N)`` of a batch under an adapted state."""
     z = project(model, state.params, encoder_features(model, state.params, batch))
-    return head_logits(model, state.params, z, state.prototypes, cfg)
+    return state.head.logits(z, logit_scale(model, state.params))
 
 
 def adapt_episode(
@@ -157,39 +123,40 @@ def adapt_episode(
         model: the meta-model (its module tensors are read, never modified).
         params: meta-parameters by name, e.g. ``model.meta_params()`` (meta-training) or
             ``model.detached_params()`` (evaluation).
-        support: token tensors of the support set; ``support_labels`` in ``0..n_way-1``.
+        support: the support set's encoder inputs (or features); ``support_labels`` in ``0..n_way-1``.
         n_way: number of classes.
         cfg: algorithm settings; default ``model.cfg``.
         steps: inner steps; default ``cfg.inner_steps`` (0 for protonet).
         first_order: default ``cfg.effective_first_order``.
     """
     cfg = cfg or model.cfg
-    head = cfg.effective_head
+    head = cfg.episode_head
     steps = (cfg.inner_steps if steps is None else steps) if cfg.spec.inner_loop else 0
     first_order = cfg.effective_first_order if first_order is None else first_order
     names = model.inner_param_names(cfg) if steps > 0 else []
     adapts_encoder = any(n.startswith("encoder.") for n in names)
 
     feats0: Tensor | None = None
-    if head != "proto" or not adapts_encoder:
-        # Pre-adaptation support embeddings: the ProtoMAML head init, and the features every inner
-        # step reuses when only head tensors adapt (ANIL-style: one encoder pass per episode).
+    if head.adapted or not adapts_encoder:
+        # Pre-adaptation support embeddings: the init of an adapted head (ProtoMAML's), and the
+        # features every inner step reuses when only head tensors adapt (ANIL-style: one encoder
+        # pass per episode).
         feats0 = encoder_features(model, params, support)
+
+    def support_embeddings(p: Params) -> Tensor:
+        return project(model, p, encoder_features(model, p, support) if adapts_encoder else feats0)
+
+    def fit(z: Tensor, p: Params) -> EpisodeHead:
+        return head.from_support(z, support_labels, n_way, distance=cfg.distance, scale=logit_scale(model, p))
+
     fast: Params = dict(params)
-    if head == "linear_proto":
-        protos0 = prototypes(project(model, params, feats0), support_labels, n_way)
-        w, b = linear_head_from_prototypes(protos0, cfg.distance, logit_scale(model, params))
-        fast[EPISODE_HEAD_WEIGHT], fast[EPISODE_HEAD_BIAS] = w, b
-    elif head == "linear_zero":
-        like = next(iter(model.encoder.parameters()))
-        fast[EPISODE_HEAD_WEIGHT] = like.new_zeros(n_way, model.embed_dim)
-        fast[EPISODE_HEAD_BIAS] = like.new_zeros(n_way)
+    if head.adapted:  # set once, then adapted by the inner loop like any tensor in the params dict
+        fast.update(fit(project(model, params, feats0), params).tensors)
 
     def support_loss(p: Params) -> Tensor:
-        feats = encoder_features(model, p, support) if adapts_encoder else feats0
-        z = project(model, p, feats)
-        protos = prototypes(z, support_labels, n_way) if head == "proto" else None
-        return F.cross_entropy(head_logits(model, p, z, protos, cfg), support_labels)
+        z = support_embeddings(p)
+        episode_head = head(p, cfg.distance) if head.adapted else fit(z, p)
+        return F.cross_entropy(episode_head.logits(z, logit_scale(model, p)), support_labels)
 
     losses: list[Tensor] = []
     if steps > 0:
@@ -200,11 +167,11 @@ def adapt_episode(
         fast, losses = sgd_inner_loop(
             support_loss, fast, names, steps=steps, lrs=lrs, first_order=first_order, recompute=recompute
         )
-    protos = None
-    if head == "proto":
-        feats = encoder_features(model, fast, support) if adapts_encoder else feats0
-        protos = prototypes(project(model, fast, feats), support_labels, n_way)
-    return AdaptedState(fast, protos, losses)
+    if head.adapted:
+        final = head({n: fast.pop(n) for n in head.tensor_names}, cfg.distance)
+    else:  # refitted with the adapted tensors
+        final = fit(support_embeddings(fast), fast)
+    return AdaptedState(fast, final, losses)
 
 
 def meta_step_loss(
@@ -221,54 +188,13 @@ def meta_step_loss(
         ``support_loss_last``); calling ``.item()`` on them is a device sync, so do it when logging.
     """
     cfg = cfg or model.cfg
-    if cfg.second_order:
-        model.encoder.ensure_double_backward()
+    model.check_double_backward(cfg)  # a clear error here, not an obscure one from inside autograd
     ep = episode if isinstance(episode, EpisodeTensors) else tokenize_episode(model.encoder, episode)
     state = adapt_episode(model, params, ep.support, ep.support_labels, ep.n_way, cfg)
-    logits = episode_logits(model, state, ep.query, cfg)
+    logits = episode_logits(model, state, ep.query)
     loss = F.cross_entropy(logits, ep.query_labels)
     metrics = {"loss": loss.detach(), "acc": (logits.detach().argmax(-1) == ep.query_labels).float().mean()}
     if state.support_losses:
         metrics["support_loss_first"] = state.support_losses[0]
         metrics["support_loss_last"] = state.support_losses[-1]
     return loss, metrics
-
-
-def _mean_metrics(all_metrics: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    return {k: torch.stack([m[k] for m in all_metrics]).mean() for k in all_metrics[0]}
-
-
-def meta_batch_loss(
-    model: MetaModel,
-    params: Mapping[str, Tensor],
-    episodes: Sequence[Episode | EpisodeTensors],
-    cfg: MetaConfig | None = None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Mean ``meta_step_loss`` over a meta-batch (a Python loop: vmap breaks on HF masking code).
-
-    Keeps every episode's graph until backward; ``accumulate_meta_gradients`` uses memory for one.
-    """
-    if not episodes:
-        raise ValueError("empty meta-batch")
-    results = [meta_step_loss(model, params, ep, cfg) for ep in episodes]
-    loss = torch.stack([r[0] for r in results]).mean()
-    return loss, _mean_metrics([r[1] for r in results])
-
-
-def accumulate_meta_gradients(
-    model: MetaModel, episodes: Sequence[Episode | EpisodeTensors], cfg: MetaConfig | None = None
-) -> dict[str, Tensor]:
-    """Backward each episode's loss / len(episodes) into ``.grad`` of ``model.meta_params()``.
-
-    Same gradient as ``meta_batch_loss(...)[0].backward()``, with one episode's graph alive at a
-    time. Under DDP-free data parallelism, reduce the ``.grad`` tensors afterwards.
-    """
-    if not episodes:
-        raise ValueError("empty meta-batch")
-    params = model.meta_params()
-    all_metrics = []
-    for ep in episodes:
-        loss, metrics = meta_step_loss(model, params, ep, cfg)
-        (loss / len(episodes)).backward()
-        all_metrics.append(metrics)
-    return _mean_metrics(all_metrics)

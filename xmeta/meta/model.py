@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 
@@ -9,12 +10,22 @@ import torch
 from torch import Tensor, nn
 
 from xmeta.meta.config import MetaConfig
-from xmeta.meta.functional import EPISODE_HEAD, Params
-from xmeta.models.encoder import Encoder, lora_layer_of
+from xmeta.meta.functional import Params
+from xmeta.models.encoder import Encoder, EncoderConfig, lora_layer_of
 from xmeta.models.heads import ProtoHead
 
-_HEAD_PREFIXES = ("head.", "episode_head.")
 _NOT_ADAPTED = ("head.log_scale",)  # the temperature is meta-learned only, never adapted per episode
+
+
+def encoder_config_for(encoder: EncoderConfig, meta: MetaConfig) -> EncoderConfig:
+    """The encoder config to build for meta-training with ``meta``: eager attention when it is second order.
+
+    Fused SDPA kernels have no double backward, so second-order meta-gradients need the eager
+    (written-out) attention; first order keeps the configured, faster kernel.
+    """
+    if meta.second_order and encoder.attn_implementation != "eager":
+        return dataclasses.replace(encoder, attn_implementation="eager")
+    return encoder
 
 
 def lr_key(name: str) -> str:
@@ -28,9 +39,13 @@ class MetaModel(nn.Module):
     Meta-parameters (``meta_params()``) are the LoRA adapters, the head's projection and learned
     temperature (when configured), and the Meta-SGD inner learning rates (when configured).
 
+    The encoder is used as built, never reconfigured: meta-training a second-order config
+    (``meta_step_loss``) needs one built with eager attention (``encoder_config_for``), while
+    adapting and predicting (first order) run with any.
+
     Args:
         encoder: the encoder (its backbone stays frozen).
-        cfg: the algorithm settings; second order switches the encoder to eager attention.
+        cfg: the algorithm settings.
     """
 
     def __init__(self, encoder: Encoder, cfg: MetaConfig) -> None:
@@ -52,8 +67,20 @@ class MetaModel(nn.Module):
                 self.inner_lrs[lr_key(n)] = nn.Parameter(
                     torch.tensor(cfg.inner_lr, dtype=encoder.dtype, device=encoder.device)
                 )
-        if cfg.second_order:
-            encoder.ensure_double_backward()
+
+    def check_double_backward(self, cfg: MetaConfig | None = None) -> None:
+        """Raise unless the encoder can differentiate twice where ``cfg`` (default ``self.cfg``) needs it.
+
+        Raises:
+            ValueError: a second-order config and an encoder on fused (SDPA) attention.
+        """
+        cfg = cfg or self.cfg
+        if cfg.second_order and not self.encoder.supports_double_backward:
+            raise ValueError(
+                f"second-order meta-gradients ({cfg.algorithm}, first_order=False) need an encoder built with "
+                f"eager attention, not {self.encoder.attn_implementation!r} (fused kernels have no double "
+                "backward): build it from xmeta.meta.encoder_config_for(encoder_cfg, meta_cfg)"
+            )
 
     @property
     def embed_dim(self) -> int:
@@ -94,8 +121,9 @@ class MetaModel(nn.Module):
             for n, p in self.named_parameters()
             if p.requires_grad and not n.startswith("inner_lrs.") and n not in _NOT_ADAPTED
         ]
-        if cfg.effective_head != "proto":
-            names += list(EPISODE_HEAD)
+        head = cfg.episode_head
+        if head.adapted:  # the episode head's tensors join the params dict while the inner loop adapts them
+            names += list(head.tensor_names)
         return names
 
     def inner_param_names(self, cfg: MetaConfig | None = None) -> list[str]:
@@ -105,7 +133,8 @@ class MetaModel(nn.Module):
         sel = cfg.inner_params
         if sel == "all":
             return names
-        is_head = [n.startswith(_HEAD_PREFIXES) for n in names]
+        episode = cfg.episode_head.tensor_names
+        is_head = [n.startswith("head.") or n in episode for n in names]
         if sel == "head":
             return [n for n, h in zip(names, is_head) if h]
         if sel.startswith("top:"):

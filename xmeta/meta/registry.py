@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xmeta.models.heads import EPISODE_HEADS
 from xmeta.registry import Registry
 
-HEADS = ("proto", "linear_zero", "linear_proto")
-"""Episode heads: ``proto`` = prototype classifier recomputed from (adapted) support embeddings;
-``linear_zero`` = linear head initialised at zero and adapted in the inner loop (labels are
-permuted per episode, so a meta-learned class-specific init would be meaningless);
-``linear_proto`` = ProtoMAML's linear head initialised from the prototypes."""
+HEADS = tuple(EPISODE_HEADS.names())
+"""Names of the episode heads (``xmeta.models.heads.EPISODE_HEADS``: each class says what it does)."""
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@
 The backbone's own weights are always frozen; the only trainable tensors are LoRA adapters,
 so meta-learning can run the module through ``torch.func.functional_call`` with a dict of just
 those tensors (no copy of the backbone). Second-order meta-gradients need eager attention
-(fused SDPA kernels have no double backward): ``ensure_double_backward`` switches to it.
+(fused SDPA kernels have no double backward): choose it in the config the encoder is built from
+(``xmeta.meta.encoder_config_for``); ``supports_double_backward`` says whether an encoder can.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +20,8 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from xmeta.errors import ModelUnavailableError
+from xmeta.models.inputs import EncoderInputs, HiddenStates, PackedStates, TokenBatch
 from xmeta.models.packed import PackedLayout, packed_bert_layer, pool_packed, supports_packing
-
-logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _LAYER_RE = re.compile(r"\.layer\.(\d+)\.")
@@ -45,7 +44,7 @@ class EncoderConfig:
         target_modules: module names that receive adapters (BERT/XLM-R: query, key, value, dense).
         layers_to_transform: layer indices that receive adapters; None means all.
         lora_top_layers: shorthand for the top N layers; exclusive with ``layers_to_transform``.
-        attn_implementation: "sdpa" (fast) or "eager"; second order forces "eager".
+        attn_implementation: "sdpa" (fast) or "eager" (twice differentiable: second-order meta-training).
         dtype: parameter dtype of backbone and adapters.
     """
 
@@ -175,11 +174,10 @@ class Encoder(nn.Module):
     def set_attn_implementation(self, impl: str) -> None:
         self.backbone.set_attn_implementation(impl)
 
-    def ensure_double_backward(self) -> None:
-        """Switch to eager attention if needed: fused SDPA kernels have no double backward."""
-        if self.attn_implementation != "eager":
-            logger.info("second-order gradients requested: attention %s -> eager", self.attn_implementation)
-            self.set_attn_implementation("eager")
+    @property
+    def supports_double_backward(self) -> bool:
+        """True with eager attention: fused SDPA kernels have no double backward (second-order MAML)."""
+        return self.attn_implementation == "eager"
 
     def _lora_layer_indices(self, n_layers: int) -> tuple[int, ...]:
         if self.cfg.lora_top_layers is not None:
@@ -194,7 +192,7 @@ class Encoder(nn.Module):
 
     # ---- tokenisation and forward -----------------------------------------------------------
 
-    def tokenize(self, texts: Sequence[str], device: torch.device | None = None) -> dict[str, Tensor]:
+    def tokenize(self, texts: Sequence[str], device: torch.device | None = None) -> TokenBatch:
         """Prefix, tokenize, pad and truncate ``texts``; returns the tensors ``forward`` takes."""
         if isinstance(texts, str):
             raise TypeError("tokenize takes a sequence of texts, not a single string")
@@ -206,7 +204,7 @@ class Encoder(nn.Module):
             return_tensors="pt",
         )
         device = device or self.device
-        return {k: batch[k].to(device) for k in INPUT_KEYS if k in batch}
+        return TokenBatch(**{k: batch[k].to(device) for k in INPUT_KEYS if k in batch})
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Unpadded token ids of ``texts``: exactly the real tokens ``tokenize`` would give each text."""
@@ -265,7 +263,7 @@ class Encoder(nn.Module):
         h = self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         return self._run_layers(h, attention_mask, 0, layer)
 
-    def cache_frozen_layers(self, batch: dict[str, Tensor], *, packed: bool = False) -> dict[str, Tensor | int]:
+    def cache_frozen_layers(self, batch: EncoderInputs, *, packed: bool = False) -> EncoderInputs:
         """Inputs for ``forward`` that skip the layers below ``first_trainable_layer``.
 
         Those layers hold no adapter, so their output does not depend on any meta-parameter:
@@ -275,34 +273,30 @@ class Encoder(nn.Module):
         states are packed without padding, also at layer 0 (the embedding output).
         """
         start = self.first_trainable_layer
-        if "input_ids" not in batch or (start == 0 and not (packed and self.supports_packing)):
-            return dict(batch)
+        if not isinstance(batch, TokenBatch) or (start == 0 and not (packed and self.supports_packing)):
+            return batch
         return self.hidden_inputs(batch, layer=start, packed=packed)
 
-    def hidden_inputs(
-        self, batch: dict[str, Tensor], *, layer: int = 0, packed: bool = True
-    ) -> dict[str, Tensor | int]:
+    def hidden_inputs(self, batch: TokenBatch, *, layer: int = 0, packed: bool = True) -> HiddenStates | PackedStates:
         """``forward`` inputs holding the (gradient-free) hidden states entering ``layer``.
 
         ``packed`` (BERT-style encoders only; otherwise ignored) drops the padding: the layers from
         ``layer`` on then compute on real tokens only (attention alone sees a padded grid).
         """
         with torch.no_grad():
-            h = self.hidden_states_at(
-                batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer=layer
-            )
+            h = self.hidden_states_at(batch.input_ids, batch.attention_mask, batch.token_type_ids, layer=layer)
         if packed and self.supports_packing:
-            h, lengths = self.pack(h, batch["attention_mask"])
-            return {"hidden_states": h, "lengths": lengths, "start_layer": layer}
-        return {"hidden_states": h, "attention_mask": batch["attention_mask"], "start_layer": layer}
+            h, lengths = self.pack(h, batch.attention_mask)
+            return PackedStates(h, lengths, layer)
+        return HiddenStates(h, batch.attention_mask, layer)
 
     # ---- packed (padding-free) layers ---------------------------------------------------------
 
-    def packed_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor | int]:
+    def packed_inputs(self, batch: EncoderInputs) -> EncoderInputs:
         """Inputs equivalent to the token ``batch`` that skip padding: packed embeddings when
         ``supports_packing``, else ``batch`` itself."""
-        if "input_ids" not in batch or not self.supports_packing:
-            return dict(batch)
+        if not isinstance(batch, TokenBatch) or not self.supports_packing:
+            return batch
         return self.hidden_inputs(batch, layer=0)
 
     @property

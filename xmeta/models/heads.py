@@ -1,4 +1,8 @@
-"""Few-shot heads: prototypes, distances, a meta-learned projection, the ProtoMAML linear head.
+"""Few-shot heads: prototypes, distances, a meta-learned projection, the episode heads.
+
+- ``ProtoHead``: the meta-learned part shared by every episode (optional projection, logit scale).
+- ``EpisodeHead`` subclasses, registered in ``EPISODE_HEADS`` by the names ``MetaConfig.head``
+  takes: the classifier of one episode, built from its support set (prototypes, or a linear head).
 
 Distances are written by broadcasting, never with ``torch.cdist``: cdist has no double
 backward, and second-order MAML differentiates through the distance twice. The episode
@@ -8,13 +12,21 @@ tensors are small (tens of rows), so the ``(n, m, d)`` difference tensor is chea
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xmeta.registry import Registry
+
 Distance = Literal["euclidean", "cosine"]
+
+PROTOTYPES = "prototypes"
+EPISODE_HEAD_WEIGHT = "episode_head.weight"
+EPISODE_HEAD_BIAS = "episode_head.bias"
+EPISODE_HEAD = (EPISODE_HEAD_WEIGHT, EPISODE_HEAD_BIAS)
 
 
 def squared_euclidean(a: Tensor, b: Tensor) -> Tensor:
@@ -111,9 +123,152 @@ class ProtoHead(nn.Module):
     def out_dim(self) -> int | None:
         return None if self.projection is None else self.projection.out_features
 
-    def forward(self, z: Tensor) -> Tensor:
-        """Project embeddings (identity without a projection)."""
-        return z if self.projection is None else self.projection(z)
+    def forward(self, z: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Project embeddings (identity without a projection).
 
-    def scale(self) -> Tensor:
-        return self.log_scale.exp()
+        Args:
+            z: embeddings ``(n, d)``.
+            params: tensors to use instead of the module's own, by name (``projection.weight``,
+                ``projection.bias``): the functional form the inner loop differentiates.
+        """
+        if self.projection is None:
+            return z
+        params = params or {}
+        weight = params.get("projection.weight", self.projection.weight)
+        return F.linear(z, weight, params.get("projection.bias", self.projection.bias))
+
+    def scale(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The logit scale ``1 / temperature`` (``log_scale`` from ``params`` if there)."""
+        return (params or {}).get("log_scale", self.log_scale).exp()
+
+
+_H = TypeVar("_H", bound="EpisodeHead")
+
+
+class EpisodeHead:
+    """The classifier of one episode over projected embeddings; its tensors are the episode state.
+
+    A subclass owns its state's names and shapes (what an adapted artifact stores), how the
+    state is set from the support set, and its logits. Register it with ``register_episode_head``.
+
+    Attributes:
+        name: registry name (``MetaConfig.head``).
+        tensor_names: names of the state's tensors, in a params dict while the inner loop adapts
+            them and in an adapted artifact's ``params.safetensors``.
+        export_names: the same tensors' names in ``adapter/head.safetensors`` (plain-peft export).
+        adapted: True: the state is set once from the pre-adaptation support embeddings and then
+            adapted by the inner loop like any tensor in ``params``; False: it is refitted to the
+            support embeddings at the current tensors (prototypes).
+        tensors: the state, by name.
+        distance: the geometry of the logits.
+    """
+
+    name: ClassVar[str]
+    tensor_names: ClassVar[tuple[str, ...]]
+    export_names: ClassVar[tuple[str, ...]]
+    adapted: ClassVar[bool]
+
+    def __init__(self, tensors: Mapping[str, Tensor], distance: Distance = "euclidean") -> None:
+        missing = [n for n in self.tensor_names if n not in tensors]
+        if missing:
+            raise ValueError(f"the {self.name} head needs the tensors {missing}")
+        self.tensors = {n: tensors[n] for n in self.tensor_names}
+        self.distance = distance
+
+    @classmethod
+    def from_support(cls: type[_H], z: Tensor, labels: Tensor, n_way: int, *, distance: Distance, scale: Tensor) -> _H:
+        """The head fitted to support embeddings ``z (n, d)`` with labels in ``0..n_way-1``."""
+        raise NotImplementedError
+
+    @classmethod
+    def shapes(cls, n_way: int, dim: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the state's tensors for ``n_way`` classes and ``dim``-sized embeddings."""
+        raise NotImplementedError
+
+    def logits(self, z: Tensor, scale: Tensor) -> Tensor:
+        """Logits ``(n, N)`` of embeddings ``z`` (``scale``: the logit scale, 1 / temperature)."""
+        raise NotImplementedError
+
+    def map(self: _H, fn: Callable[[Tensor], Tensor]) -> _H:
+        """The same head with ``fn`` applied to every tensor (detach, move, cast)."""
+        return type(self)({n: fn(t) for n, t in self.tensors.items()}, self.distance)
+
+    def exported(self) -> dict[str, Tensor]:
+        """The state under its ``export_names``."""
+        return {e: self.tensors[n] for n, e in zip(self.tensor_names, self.export_names)}
+
+
+EPISODE_HEADS: Registry[type[EpisodeHead]] = Registry("episode head")
+
+
+def register_episode_head(cls: type[_H]) -> type[_H]:
+    """Class decorator: add an ``EpisodeHead`` subclass to ``EPISODE_HEADS`` under its ``name``."""
+    EPISODE_HEADS.add(cls.name, cls)
+    return cls
+
+
+@register_episode_head
+class PrototypeHead(EpisodeHead):
+    """Prototype classifier: class means of the support embeddings, recomputed with the adapted tensors."""
+
+    name = "proto"
+    tensor_names = (PROTOTYPES,)
+    export_names = (PROTOTYPES,)
+    adapted = False
+
+    @classmethod
+    def from_support(cls, z: Tensor, labels: Tensor, n_way: int, *, distance: Distance, scale: Tensor) -> PrototypeHead:
+        return cls({PROTOTYPES: prototypes(z, labels, n_way)}, distance)
+
+    @classmethod
+    def shapes(cls, n_way: int, dim: int) -> dict[str, tuple[int, ...]]:
+        return {PROTOTYPES: (n_way, dim)}
+
+    def logits(self, z: Tensor, scale: Tensor) -> Tensor:
+        return proto_logits(z, self.tensors[PROTOTYPES], self.distance, scale)
+
+
+class LinearHead(EpisodeHead):
+    """A linear episode head ``W, b`` adapted in the inner loop (cosine: over normalised embeddings)."""
+
+    tensor_names = EPISODE_HEAD
+    export_names = ("linear.weight", "linear.bias")
+    adapted = True
+
+    @classmethod
+    def shapes(cls, n_way: int, dim: int) -> dict[str, tuple[int, ...]]:
+        return {EPISODE_HEAD_WEIGHT: (n_way, dim), EPISODE_HEAD_BIAS: (n_way,)}
+
+    def logits(self, z: Tensor, scale: Tensor) -> Tensor:
+        w, b = (self.tensors[n] for n in EPISODE_HEAD)
+        return linear_logits(head_features(z, self.distance), w, b)
+
+
+@register_episode_head
+class LinearZeroHead(LinearHead):
+    """Linear head initialised at zero (labels are permuted per episode, so a meta-learned
+    class-specific init would be meaningless)."""
+
+    name = "linear_zero"
+
+    @classmethod
+    def from_support(
+        cls, z: Tensor, labels: Tensor, n_way: int, *, distance: Distance, scale: Tensor
+    ) -> LinearZeroHead:
+        # The meta-model's dtype and device (the logit scale's), whatever autocast made of z.
+        weight, bias = scale.new_zeros(n_way, z.shape[-1]), scale.new_zeros(n_way)
+        return cls({EPISODE_HEAD_WEIGHT: weight, EPISODE_HEAD_BIAS: bias}, distance)
+
+
+@register_episode_head
+class LinearProtoHead(LinearHead):
+    """ProtoMAML's linear head, initialised equal to the prototype classifier."""
+
+    name = "linear_proto"
+
+    @classmethod
+    def from_support(
+        cls, z: Tensor, labels: Tensor, n_way: int, *, distance: Distance, scale: Tensor
+    ) -> LinearProtoHead:
+        w, b = linear_head_from_prototypes(prototypes(z, labels, n_way), distance, scale)
+        return cls({EPISODE_HEAD_WEIGHT: w, EPISODE_HEAD_BIAS: b}, distance)

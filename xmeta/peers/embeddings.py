@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from xmeta.errors import XmetaError
+from xmeta.meta.memo import TextMemo
 from xmeta.models.encoder import Encoder
 
 
-class FrozenEmbedder:
-    """Embeds texts with a frozen encoder, each distinct text once.
+class FrozenEmbedder(TextMemo[np.ndarray]):
+    """Embeds texts with a frozen encoder, each distinct text once (``xmeta.meta.memo.TextMemo``).
 
     A benchmark draws support and queries from the same few hundred sentences per language, so
     memoising by text makes every episode after the first nearly free. Texts are encoded sorted
@@ -25,12 +26,8 @@ class FrozenEmbedder:
     """
 
     def __init__(self, encoder: Encoder, *, batch_size: int = 64, max_items: int = 500_000) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(batch_size, max_items)
         self.encoder = encoder
-        self.batch_size = batch_size
-        self.max_items = max_items
-        self._store: dict[str, np.ndarray] = {}
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
@@ -41,24 +38,21 @@ class FrozenEmbedder:
         """
         if isinstance(texts, str):
             raise TypeError("embed a sequence of texts, not a single string")
-        missing = sorted({t for t in texts if t not in self._store}, key=len)
-        if len(self._store) + len(missing) > self.max_items:
-            self._store.clear()  # bounded memory; recomputing is always correct
-            missing = sorted(set(texts), key=len)
         was_training = self.encoder.training
         self.encoder.eval()
         try:
-            for i in range(0, len(missing), self.batch_size):
-                chunk = missing[i : i + self.batch_size]
-                emb = self.encoder(**self.encoder.tokenize(chunk)).float().cpu().numpy()
-                if not np.isfinite(emb).all():
-                    raise XmetaError(
-                        f"non-finite sentence embeddings from encoder {self.encoder.cfg.model!r}: its weights are "
-                        "corrupt or overflowed; run `xmeta models verify` or re-pull the model"
-                    )
-                self._store.update(zip(chunk, emb))
+            embeddings = self.lookup(texts, self._embed)
         finally:
             self.encoder.train(was_training)
         if not texts:
             return np.zeros((0, self.encoder.hidden_size), dtype=np.float32)
-        return np.stack([self._store[t] for t in texts])
+        return np.stack(embeddings)
+
+    def _embed(self, chunk: list[str]) -> np.ndarray:
+        emb = self.encoder(**self.encoder.tokenize(chunk)).float().cpu().numpy()
+        if not np.isfinite(emb).all():
+            raise XmetaError(
+                f"non-finite sentence embeddings from encoder {self.encoder.cfg.model!r}: its weights are "
+                "corrupt or overflowed; run `xmeta models verify` or re-pull the model"
+            )
+        return emb

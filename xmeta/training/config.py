@@ -9,19 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from xmeta.data.languages import HIGH_RESOURCE_LANGS, VALIDATION_LANGS, expand_languages
 from xmeta.meta.config import MetaConfig
 from xmeta.models.encoder import EncoderConfig
-
-# Meta-training languages: SIB-200 languages in Joshi et al. (2020) classes 4-5 ("winners" and
-# "underdogs") that are also in XLM-R's pretraining set -- xmeta.data.languages tier "high" --
-# one script per language. None of the 25 low-resource evaluation languages is among them.
-HIGH_RESOURCE_LANGS: tuple[str, ...] = (
-    "eng_Latn", "fra_Latn", "deu_Latn", "spa_Latn", "por_Latn",
-    "rus_Cyrl", "zho_Hans", "jpn_Jpan", "arb_Arab", "hin_Deva",
-)  # fmt: skip
-# Meta-validation languages: low-resource African languages (not in XLM-R's pretraining set)
-# that are not evaluation languages, so model selection sees the target regime without peeking.
-VALIDATION_LANGS: tuple[str, ...] = ("nya_Latn", "run_Latn", "sot_Latn", "tsn_Latn", "kon_Latn")
 
 
 @dataclass
@@ -31,8 +21,11 @@ class DataConfig:
     Attributes:
         task: corpus name in ``xmeta.data.TASKS`` (sib200, afrisenti, files).
         data_dir: corpus root; None means ``$XMETA_DATA_DIR``.
-        train_langs: meta-training languages (episodes from their train split).
-        val_langs: meta-validation languages (support and query from their dev split).
+        train_langs: meta-training languages (episodes from their train split); an item may name a
+            set (``tier:high``, see ``xmeta.data.languages.expand_languages``). Default: the 10
+            languages of Joshi classes 4-5 in XLM-R (``train:hr10``).
+        val_langs: meta-validation languages (support and query from their dev split); sets as in
+            ``train_langs``. Default: 5 low-resource African languages (``val:african5``).
         n_way, k_shot, q_query: episode shape for training and validation.
         val_episodes: validation episodes per language, fixed once for the whole run.
         cross_lingual: draw each training episode's queries from another training language
@@ -50,7 +43,11 @@ class DataConfig:
     cross_lingual: bool = False
 
     def __post_init__(self) -> None:
-        self.train_langs, self.val_langs = tuple(self.train_langs), tuple(self.val_langs)
+        for name in ("train_langs", "val_langs"):  # set names (tier:high) become their codes here
+            try:
+                setattr(self, name, tuple(expand_languages(getattr(self, name))))
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
         if not self.train_langs:
             raise ValueError("data.train_langs must name at least one language")
         if overlap := sorted(set(self.train_langs) & set(self.val_langs)):

@@ -1,4 +1,4 @@
-"""A synthetic few-shot task and a tiny encoder for it: tests, examples, tiny recipe configs.
+"""A synthetic few-shot task and a tiny encoder for it (the meta-learning tests).
 
 Each class owns a few keywords; a text is one or two keywords of its class hidden among noise
 words. A random tiny encoder separates the classes only weakly, so meta-training has something
@@ -11,10 +11,10 @@ import dataclasses
 import random
 
 import torch
+from tiny_models import tiny_encoder, tiny_tokenizer
 
 from xmeta.interfaces import Episode, Example
 from xmeta.models.encoder import Encoder, EncoderConfig
-from xmeta.models.tiny import tiny_encoder, tiny_tokenizer
 
 N_CLASSES = 10
 KEYWORDS_PER_CLASS = 4

@@ -1,9 +1,12 @@
-"""Tiny in-memory causal LMs for tests of the ICL scorer: no download, built in well under a second.
+"""Tiny in-memory models for the tests: no download, each built from a config in well under a second.
 
-The tokenizer is a byte-level BPE trained on a few sentences, so spaces are real tokens and the
-prefix/continuation boundary behaves like a real LLM tokenizer's. The default model is a 2-layer
-Gemma3 with one sliding-window layer and a window far shorter than a prompt, so the hybrid
-(sliding + full attention) KV cache that the real gemma-3-270m uses is exercised by unit tests.
+* ``tiny_tokenizer`` + ``tiny_encoder``: a 2-layer BERT (the architecture class of
+  multilingual-e5-small) with a WordLevel tokenizer over a given vocabulary, so the whole pipeline
+  (tokenize, LoRA, pooling, heads, meta-gradients) runs exactly, in float64 where gradients are checked.
+* ``tiny_bpe_tokenizer`` + ``tiny_causal_lm``: a byte-level BPE trained on a few sentences (spaces
+  are real tokens, so the prefix/continuation boundary behaves like a real LLM tokenizer's) and a
+  2-layer Gemma3 with one sliding-window layer and a window far shorter than a prompt, so the
+  hybrid (sliding + full attention) KV cache of the real gemma-3-270m is exercised by unit tests.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    BertConfig,
+    BertModel,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
     LlamaConfig,
@@ -22,7 +27,55 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+BERT_SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+def tiny_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A lower-casing whitespace WordLevel tokenizer with an XLM-R style ``<s> $A </s>`` template."""
+    vocab = {tok: i for i, tok in enumerate(BERT_SPECIALS)}
+    for w in words:
+        vocab.setdefault(w.lower(), len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def tiny_encoder(
+    vocab_size: int,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "eager",
+) -> BertModel:
+    """A randomly initialised small BERT encoder (deterministic for a given seed)."""
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    cfg._attn_implementation = attn_implementation
+    model = BertModel(cfg, add_pooling_layer=False)
+    return model.to(dtype).eval()
+
+
+# ---- causal LMs (the ICL scorer) ------------------------------------------------------------
+
+LM_SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 
 DEFAULT_CORPUS = (
     "Classify the topic of each sentence. Possible topics: science, travel, politics, sports.",
@@ -49,7 +102,7 @@ def tiny_bpe_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int =
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIALS,
+        special_tokens=LM_SPECIALS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
