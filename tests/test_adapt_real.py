@@ -44,7 +44,7 @@ def test_adapt_swahili_from_7x5_examples(real_run, data_dir, tmp_path, capsys):
     gold = [r.values[1] for r in read_rows(lang_dir / "test.tsv", ["text", "category"])]
     assert len(rows) == len(gold) == 204
     acc = float(np.mean([r["label"] == g for r, g in zip(rows, gold)]))
-    assert acc > 0.25, acc  # chance is 1/7; even barely meta-trained, e5 prototypes are far above it
+    assert acc >= 0.42, acc  # measured 0.505 (103/204) for this 2-step run on 2026-12-02; chance is 1/7
 
     again = xmeta.load_predictor(out).predict([r["text"] for r in rows[:30]])
     assert again.names() == [r["label"] for r in rows[:30]]
@@ -60,4 +60,4 @@ def test_shipped_default_adapter_works_right_after_install(data_dir, tmp_path):
     rows = read_rows(lang_dir / "test.tsv", ["text", "category"])[:70]
     pred = xmeta.load_predictor(out).predict([r.values[0] for r in rows])
     acc = float(np.mean(np.array(pred.names()) == np.array([r.values[1] for r in rows])))
-    assert acc > 2 / 7, acc  # chance is 1/7
+    assert acc >= 0.7, acc  # measured 0.786 (55/70) with the shipped default on 2026-12-02; chance is 1/7

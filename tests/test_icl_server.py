@@ -131,6 +131,7 @@ def test_fast_echo_formatter_equals_llama_cpp_pythons_own(tmp_path) -> None:
     from xmeta.icl import llama_server
     from xmeta.models.gguf_convert import cached_gguf
 
+    llama_server.avoid_amx_repacking()  # as the server does: llama.cpp's AMX buffers crash on some CPUs
     llm = Llama(str(cached_gguf()), logits_all=True, n_ctx=256, n_threads=2, verbose=False)
     prompts = [
         "Mada: Timu ilishinda. Jibu: sports",

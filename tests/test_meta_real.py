@@ -59,4 +59,4 @@ def test_one_real_episode_per_algorithm(encoder: Encoder, episode: Episode, algo
 def test_frozen_prototypes_beat_chance_on_english(encoder: Encoder, episode: Episode) -> None:
     pred = FrozenProtoLearner(encoder).adapt(episode.support).predict([e.text for e in episode.query])
     acc = float(np.mean(pred.labels == np.array([e.label for e in episode.query])))
-    assert acc > 0.25, acc  # chance is 1/7; the pretrained encoder alone does much better
+    assert acc >= 0.6, acc  # measured 0.714 (25/35) on 2026-12-02; chance is 1/7

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xmeta.commands import add_command
+
 EPILOG = """\
 support file: TSV, CSV or JSONL with a header; one labelled text per row. Rules:
   empty/whitespace-only texts    dropped, count logged and written to the model card
@@ -23,17 +25,16 @@ examples:
 """
 
 
+DESCRIPTION = (
+    "Run the meta-learned adaptation (the algorithm's inner loop, or prototypes for protonet) on a "
+    "small labelled support set and save a small artifact (only the adapted tensors; the backbone is "
+    "re-resolved from the model zoo)."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "adapt",
-        help="adapt a meta-trained model to a few labelled examples of a new language",
-        description=(
-            "Run the meta-learned adaptation (the algorithm's inner loop, or prototypes for protonet) on a "
-            "small labelled support set and save a small artifact (only the adapted tensors; the backbone is "
-            "re-resolved from the model zoo)."
-        ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "adapt", "adapt a meta-trained model to a few labelled examples of a new language", DESCRIPTION, EPILOG
     )
     p.add_argument("--support", required=True, metavar="FILE", help="labelled examples (TSV/CSV/JSONL with a header)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the adapted model to")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xmeta.commands import add_command
+
 EPILOG = """\
 An artifact is a directory with xmeta.json (kind, configs, training data, sha256 of every file),
 params.safetensors, adapter/ (peft's format + head.safetensors) and a model card. Every load
@@ -17,13 +19,12 @@ examples:
 """
 
 
+DESCRIPTION = "Check, upgrade and publish xmeta artifacts (the directories `xmeta train` and `xmeta adapt` write)."
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "artifacts",
-        help="verify, migrate or push meta-trained models and adapted classifiers",
-        description="Check, upgrade and publish xmeta artifacts (the directories `xmeta train` and `xmeta adapt` write).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "artifacts", "verify, migrate or push meta-trained models and adapted classifiers", DESCRIPTION, EPILOG
     )
     asub = p.add_subparsers(dest="artifacts_command", metavar="ACTION", required=True)
     vf = asub.add_parser("verify", help="check every file of artifacts against its size and sha256")

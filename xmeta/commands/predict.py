@@ -8,6 +8,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from xmeta.commands import add_command
+
 if TYPE_CHECKING:
     from xmeta.adaptation.predictor import AdaptedPredictor
 
@@ -26,13 +28,12 @@ examples:
 """
 
 
+DESCRIPTION = "Label each input text with an adapted model and print JSON lines with class probabilities."
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="classify texts with a model saved by `xmeta adapt` (JSON lines out)",
-        description="Label each input text with an adapted model and print JSON lines with class probabilities.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "predict", "classify texts with a model saved by `xmeta adapt` (JSON lines out)", DESCRIPTION, EPILOG
     )
     p.add_argument("--model", required=True, metavar="DIR", help="directory written by `xmeta adapt --out`")
     p.add_argument("--input", required=True, metavar="FILE", help="texts: TSV/CSV/JSONL with a header, or plain text")

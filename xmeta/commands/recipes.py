@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xmeta.commands import add_command
+
+DESCRIPTION = (
+    "The training recipes and their YAML configs ship inside xmeta. Run one by name: "
+    "`xmeta train --recipe meta_train --config protonet key=value ...`."
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "recipes",
-        help="list the shipped training recipes and their configs",
-        description=(
-            "The training recipes and their YAML configs ship inside xmeta. Run one by name: "
-            "`xmeta train --recipe meta_train --config protonet key=value ...`."
-        ),
-    )
+    p = add_command(sub, "recipes", "list the shipped training recipes and their configs", DESCRIPTION)
     rsub = p.add_subparsers(dest="recipes_command", metavar="ACTION", required=True)
     ls = rsub.add_parser("list", help="each recipe, its configs and their one-line descriptions")
     ls.set_defaults(func=_list)

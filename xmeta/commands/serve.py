@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from xmeta.commands import add_command
+
 logger = logging.getLogger(__name__)
 
 EPILOG = """\
@@ -40,13 +42,12 @@ examples:
 """
 
 
+DESCRIPTION = "Serve one or more classifiers written by `xmeta adapt --out` behind an HTTP endpoint."
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="serve adapted classifiers over HTTP (batched, with a page to try them)",
-        description="Serve one or more classifiers written by `xmeta adapt --out` behind an HTTP endpoint.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "serve", "serve adapted classifiers over HTTP (batched, with a page to try them)", DESCRIPTION, EPILOG
     )
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]DIR",
                    help="adapted model directory, optionally named (default name: the directory's name); repeat "

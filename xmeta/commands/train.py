@@ -6,6 +6,8 @@ import argparse
 import runpy
 import sys
 
+from xmeta.commands import add_command
+
 EPILOG = """\
 recipes and configs ship with xmeta; `xmeta recipes list` shows them. --config takes a packaged
 config's name (protonet, or protonet.yaml) or the path of your own YAML file; --recipe takes a
@@ -20,17 +22,16 @@ examples:
 """
 
 
+DESCRIPTION = (
+    "Runs a recipe (default: meta_train, i.e. recipes/meta_train.py) in this process.\n"
+    "For several processes or GPUs, launch the recipe file with `accelerate launch` (identical\n"
+    "behaviour; see the last example)."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="meta-train adapters + head on high-resource languages (recipe meta_train)",
-        description=(
-            "Runs a recipe (default: meta_train, i.e. recipes/meta_train.py) in this process.\n"
-            "For several processes or GPUs, launch the recipe file with `accelerate launch` (identical\n"
-            "behaviour; see the last example)."
-        ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "train", "meta-train adapters + head on high-resource languages (recipe meta_train)", DESCRIPTION, EPILOG
     )
     p.add_argument("--config", metavar="NAME|FILE", help="packaged config name (see `xmeta recipes list`) or YAML file")
     p.add_argument("--resume", action="store_true", help="continue from the output_dir's latest checkpoint")

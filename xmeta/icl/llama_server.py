@@ -18,6 +18,7 @@ where the original is fast enough to compare with).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -129,9 +130,44 @@ def _echo_logprobs(llama: Any, all_tokens: list[int], n_rows: int, k: int) -> di
     return {"tokens": tokens, "text_offset": offsets, "token_logprobs": values, "top_logprobs": tops}
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_int8" in Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def avoid_amx_repacking() -> None:
+    """On CPUs with AMX, load GGUF weights without llama.cpp's extra buffer types (idempotent).
+
+    llama.cpp repacks quantised weights into an AMX buffer on Sapphire/Granite Rapids CPUs, and its
+    AMX matmul segfaults on the first decode on some (virtualised) machines: seen here with
+    gemma-3-270m Q4_K_M (ggml-org/llama.cpp#20824). Plain CPU buffers compute the same values.
+    ``XMETA_LLAMA_EXTRA_BUFTS=1`` keeps llama.cpp's default.
+    """
+    import llama_cpp.llama_cpp as lib  # the module llama_cpp.Llama takes its default parameters from
+
+    original = lib.llama_model_default_params
+    if getattr(original, _PATCHED, None) is not None or os.environ.get("XMETA_LLAMA_EXTRA_BUFTS") == "1":
+        return
+    if not _cpu_has_amx():
+        return
+
+    def model_params() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    setattr(model_params, _PATCHED, original)
+    lib.llama_model_default_params = model_params
+
+
 def install() -> None:
-    """Route non-streamed ``echo`` + ``logprobs`` completions through :func:`_echo_logprobs` (idempotent)."""
+    """Route non-streamed ``echo`` + ``logprobs`` completions through :func:`_echo_logprobs` (idempotent)
+    and, on AMX CPUs, avoid llama.cpp's crashing AMX weight buffers (:func:`avoid_amx_repacking`)."""
     from llama_cpp import Llama
+
+    avoid_amx_repacking()
 
     original = Llama.create_completion
     if getattr(original, _PATCHED, None) is not None:

@@ -105,20 +105,10 @@ def peft_writer(tensors: Mapping[str, torch.Tensor], encoder: Encoder, base_mode
 
 
 def _save_peft(lora: Mapping[str, torch.Tensor], encoder: Encoder, base_model: str | None, out: Path) -> None:
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModel
 
-    cfg = encoder.cfg
-    config = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.target_modules),
-        layers_to_transform=list(encoder.lora_layers),
-        bias="none",
-        task_type="FEATURE_EXTRACTION",
-        base_model_name_or_path=base_model,
-    )
+    config = encoder.lora_config(task_type="FEATURE_EXTRACTION", base_model_name_or_path=base_model)
     with torch.device("meta"):  # the structure only: no weights are allocated or initialised
         base = AutoModel.from_config(encoder.backbone.config)
     model = get_peft_model(base, config)

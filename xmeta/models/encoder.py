@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from xmeta.errors import ModelUnavailableError
 from xmeta.models.inputs import EncoderInputs, HiddenStates, PackedStates, TokenBatch
 from xmeta.models.packed import PackedLayout, packed_bert_layer, pool_packed, supports_packing
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _LAYER_RE = re.compile(r"\.layer\.(\d+)\.")
@@ -111,16 +114,9 @@ class Encoder(nn.Module):
         self.lora_layers: tuple[int, ...] = ()
         if cfg.lora_r > 0:
             self.lora_layers = self._lora_layer_indices(n_layers)
-            from peft import LoraConfig, inject_adapter_in_model
+            from peft import inject_adapter_in_model
 
-            lora = LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=list(cfg.target_modules),
-                layers_to_transform=list(self.lora_layers),
-                bias="none",
-            )
+            lora = self.lora_config()
             # In place and without a PeftModel wrapper: parameter names stay the backbone's own
             # plus ``...lora_A.default.weight``, and only the adapters require grad.
             backbone = inject_adapter_in_model(lora, backbone)
@@ -129,6 +125,21 @@ class Encoder(nn.Module):
         self.backbone = backbone.to(DTYPES[cfg.dtype])
         if cfg.attn_implementation != self.attn_implementation:
             self.set_attn_implementation(cfg.attn_implementation)
+
+    def lora_config(self, **extra: object) -> LoraConfig:
+        """peft's ``LoraConfig`` of this encoder's adapters (``extra``: e.g. ``task_type`` for an export)."""
+        from peft import LoraConfig
+
+        cfg = self.cfg
+        return LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules),
+            layers_to_transform=list(self.lora_layers),
+            bias="none",
+            **extra,
+        )
 
     @classmethod
     def from_config(cls, cfg: EncoderConfig) -> Encoder:
