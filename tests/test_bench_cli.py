@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
+from const_learner import ConstLearner
 
 from xmeta.bench import BenchConfig, register_method
 from xmeta.cli import build_parser, main
 from xmeta.commands.bench import load_bench_config
 from xmeta.config import ConfigError, load_config
-from xmeta.interfaces import Example, Prediction, label_names_of
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class ConstLearner:
-    def adapt(self, support: Sequence[Example], *, seed: int = 0):  # noqa: ANN201
-        names = label_names_of(support)
-
-        class P:
-            label_names = names
-
-            def predict(self, texts: Sequence[str]) -> Prediction:
-                return Prediction(np.zeros(len(texts), int), np.eye(len(names))[np.zeros(len(texts), int)], names)
-
-        return P()
 
 
 register_method("fake-cli", lambda spec, ctx: ConstLearner(), overwrite=True, help="test fake")

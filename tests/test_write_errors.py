@@ -20,14 +20,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 from adapt_fixtures import write_corpus, write_encoder, write_meta_checkpoint
+from const_learner import ConstLearner
 
 from xmeta.bench import register_method
 from xmeta.cli import main
 from xmeta.errors import WriteError, writing
-from xmeta.interfaces import Example, Prediction, label_names_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_FULL = Path("/dev/full")
@@ -269,20 +268,6 @@ def test_adapt_past_a_file_size_limit(adapted, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- bench
-
-
-class ConstLearner:
-    def adapt(self, support: Sequence[Example], *, seed: int = 0):  # noqa: ANN201
-        names = label_names_of(support)
-
-        class P:
-            label_names = names
-
-            def predict(self, texts: Sequence[str]) -> Prediction:
-                labels = np.zeros(len(texts), int)
-                return Prediction(labels, np.eye(len(names))[labels], names)
-
-        return P()
 
 
 def _unloadable(spec, ctx):  # noqa: ANN001, ANN202

@@ -76,24 +76,19 @@ def _describe_icl(spec: MethodSpec, ctx: BuildContext, *, zero_shot: bool) -> Me
     return MethodInfo(spec.name, spec.kind, spec.name, details)
 
 
-register_method(
-    "icl",
-    functools.partial(_build_icl, zero_shot=False),
-    arg="optional",
-    arg_name="llm",
-    default_arg=DEFAULT_LLM,
-    describe=functools.partial(_describe_icl, zero_shot=False),
-    options=_icl_schema,
-    help=f"in-context LLM, the support set as demonstrations (default {DEFAULT_LLM}); "
+_HELP = {
+    False: f"in-context LLM, the support set as demonstrations (default {DEFAULT_LLM}); "
     "icl:openai:<model> asks an OpenAI-compatible server ($OPENAI_BASE_URL, $OPENAI_API_KEY)",
-)
-register_method(
-    "icl0",
-    functools.partial(_build_icl, zero_shot=True),
-    arg="optional",
-    arg_name="llm",
-    default_arg=DEFAULT_LLM,
-    describe=functools.partial(_describe_icl, zero_shot=True),
-    options=_icl_schema,
-    help="zero-shot LLM prompting (icl0:openai:<model> through a server)",
-)
+    True: "zero-shot LLM prompting (icl0:openai:<model> through a server)",
+}
+for _name, _zero_shot in (("icl", False), ("icl0", True)):  # one family: the kind decides zero_shot
+    register_method(
+        _name,
+        functools.partial(_build_icl, zero_shot=_zero_shot),
+        arg="optional",
+        arg_name="llm",
+        default_arg=DEFAULT_LLM,
+        describe=functools.partial(_describe_icl, zero_shot=_zero_shot),
+        options=_icl_schema,
+        help=_HELP[_zero_shot],
+    )
