@@ -75,6 +75,7 @@ def build_samplers(cfg: TrainConfig) -> tuple[EpisodeSampler, list]:
     sampler = EpisodeSampler.for_meta_training(
         train,
         n_way=d.n_way,
+        n_way_min=d.n_way_min,
         k_shot=d.k_shot,
         q_query=d.q_query,
         langs=list(d.train_langs),
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             episode = sampler.episode(step * B + j)
             with accelerator.autocast():
                 batch = tokenize_episode(encoder, episode, accelerator.device, cache_frozen=frozen_cache)
-                loss, m = meta_step_loss(model, params, batch)
+                loss, m = meta_step_loss(model, params, batch, step=step)
             if not torch.isfinite(loss):
                 sums[2] += 1  # skipped: its gradient would poison the update
                 continue

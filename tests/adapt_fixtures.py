@@ -89,7 +89,7 @@ def write_causal_lm(directory: Path) -> Path:
 
 
 def train_real_run(out: Path, data_dir: Path) -> Path:
-    """A 2-step meta-training run of the ProtoMAML recipe on the real encoder and SIB-200 (slow tests).
+    """A 2-step meta-training run of the head-only ProtoMAML recipe on the real encoder and SIB-200 (slow tests).
 
     Small settings (2 training languages, 1 episode per step, 2 queries per class, no validation):
     the point is a real ``final/`` directory in the recipe's format, not a good model.
@@ -100,5 +100,5 @@ def train_real_run(out: Path, data_dir: Path) -> Path:
     overrides = [f"output_dir={out}", f"data.data_dir={data_dir}", "data.train_langs=[eng_Latn,fra_Latn]",
                  "max_steps=2", "meta_batch_size=1", "val_every=0", "checkpoint_every=0", "data.q_query=2",
                  "encoder.max_length=64", "trackers=[]"]  # fmt: skip
-    assert xmeta_main(["train", "--config", str(root / "recipes" / "configs" / "protomaml.yaml"), *overrides]) == 0
+    assert xmeta_main(["train", "--config", str(root / "recipes" / "configs" / "protomaml_head.yaml"), *overrides]) == 0
     return out

@@ -66,6 +66,20 @@ def test_fewer_ways_draw_classes_per_episode(corpus):
         assert len(names) == 2 and list(names) == sorted(names, key=CLASSES.index)
 
 
+def test_varying_ways_draw_each_episode_size_stably_and_keep_episodes_disjoint(corpus):
+    sampler = EpisodeSampler.for_meta_training(corpus, n_way=4, n_way_min=2, k_shot=2, q_query=3, seed=5)
+    episodes = sampler.episodes(60)
+    sizes = Counter(ep.n_way for ep in episodes)
+    assert set(sizes) == {2, 3, 4} and min(sizes.values()) >= 10  # uniform over 2..4
+    again = EpisodeSampler.for_meta_training(corpus, n_way=4, n_way_min=2, k_shot=2, q_query=3, seed=5)
+    assert [again.episode(i) for i in reversed(range(60))][::-1] == episodes  # a stable function of (seed, i)
+    for ep in episodes:
+        assert len(ep.support) == 2 * ep.n_way and len(ep.query) == 3 * ep.n_way
+        assert not {e.source_id for e in ep.support} & {e.source_id for e in ep.query}
+    with pytest.raises(InputError, match="n_way_min must be between 2 and n_way=3"):
+        EpisodeSampler(corpus, n_way=3, n_way_min=4)
+
+
 def test_shuffle_labels_permutes_the_class_order(corpus):
     sampler = EpisodeSampler(corpus, k_shot=1, q_query=1, langs="aaa_Latn", shuffle_labels=True)
     orders = {sampler.episode(i).label_names for i in range(20)}

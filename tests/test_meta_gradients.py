@@ -49,6 +49,11 @@ SECOND_ORDER = [
         "temperature": 0.5,
         "distance": "cosine",
     },
+    # MAML++'s per-tensor, per-step learned rates (LSLR) and Meta-SGD's per-weight rates
+    {"algorithm": "maml", "inner_steps": 3, "inner_lr": 0.5, "learn_inner_lr": True, "inner_lr_shape": "tensor_step"},
+    {"algorithm": "maml", "inner_steps": 2, "inner_lr": 0.5, "learn_inner_lr": True, "inner_lr_shape": "element"},
+    # ProtoMAML as published: LoRA and the prototype-initialised linear head adapt together
+    {"algorithm": "protomaml", "first_order": False, "inner_steps": 2, "inner_lr": 0.5, "inner_params": "all"},
 ]
 
 

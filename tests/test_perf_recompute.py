@@ -19,6 +19,9 @@ CONFIGS = [
     {"algorithm": "maml", "inner_steps": 2, "inner_lr": 1.0, "head": "linear_zero", "inner_params": r"lora_B|episode"},
     {"algorithm": "maml", "inner_steps": 2, "inner_lr": 0.3, "inner_params": "top:1", "projection_dim": 8,
      "learn_inner_lr": True, "learn_temperature": True, "temperature": 0.5, "distance": "cosine"},
+    {"algorithm": "maml", "inner_steps": 3, "inner_lr": 0.5, "learn_inner_lr": True, "inner_lr_shape": "tensor_step"},
+    {"algorithm": "maml", "inner_steps": 2, "inner_lr": 0.5, "learn_inner_lr": True, "inner_lr_shape": "element",
+     "projection_dim": 8},
 ]  # fmt: skip
 
 

@@ -198,3 +198,29 @@ def test_runs_in_one_process_may_change_precision(tiny_setup, tmp_path):
             json.loads((tmp_path / f"run{i}" / "final" / "training.json").read_text())["config"]["mixed_precision"]
             == precision
         )
+
+
+def test_mamlpp_run_with_varying_ways_resumes_exactly_across_its_schedules(tiny_setup, tmp_path):
+    """MAML++ (LSLR, multi-step loss, first order first) with 2-3-way episodes: resuming at step 3,
+    inside the multi-step-loss window and after the switch to second order, ends with the same weights."""
+    import shutil
+
+    data, model = tiny_setup
+    args = {"meta.algorithm": "maml", "meta.inner_steps": 2, "meta.learn_inner_lr": "true",
+            "meta.inner_lr_shape": "tensor_step", "meta.multi_step_loss_steps": 5, "meta.first_order_until": 2,
+            "data.n_way_min": 2, "max_steps": 6, "checkpoint_every": 3, "val_every": 3}  # fmt: skip
+    ref = tmp_path / "ref"
+    r = run_recipe(overrides(data, model, ref, **args))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "resumed"
+    shutil.copytree(ref, out)
+    for stale in ("final", "checkpoints/step-00000006"):  # best/ is rewritten if step 6 beats it
+        shutil.rmtree(out / stale)
+    (out / "checkpoints" / "latest").write_text("step-00000003\n")
+    r = run_recipe([*overrides(data, model, out, **args), "--resume"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    p_ref, p_res = final_params(ref), final_params(out)
+    lrs = [k for k in p_ref if k.startswith("inner_lrs.")]
+    assert lrs and all(p_ref[k].shape == (2,) and not torch.allclose(p_ref[k], torch.tensor(0.1)) for k in lrs)
+    for k in p_ref:
+        torch.testing.assert_close(p_res[k], p_ref[k], rtol=0, atol=0, msg=k)

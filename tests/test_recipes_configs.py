@@ -1,11 +1,15 @@
 """The shipped configs (recipes/configs, eval/configs): their effective values, names, comments and --print-config.
 
 The configs are short deltas over bases (``extends:``) with named language sets (``tier:high``).
-``tests/data/effective_configs.json`` holds the effective config of every shipped config as it was
-before they were composed (issue 16, dumped from commit a0b4c63 with
-``to_dict(load_config(cls, path, []))``): composing them must change no value except those listed
-in ``INTENDED_CHANGES``, each with its reason. A later, deliberate change to a config updates that
-file or this list in the same commit.
+``tests/data/effective_configs.json`` holds the effective config of every shipped config
+(``to_dict(load_config(cls, path, []))``): a YAML edit must change no effective value except those
+listed in ``INTENDED_CHANGES``, each with its reason. A later, deliberate change to a config
+updates that file or this list in the same commit. History: first dumped before the configs were
+composed (issue 16, commit a0b4c63); re-dumped for issue 17 after checking that the only
+differences were the new fields at their defaults (``meta.inner_lr_shape``,
+``meta.multi_step_loss_steps``, ``meta.first_order_until``, ``data.n_way_min``), the rename of the
+head-only ProtoMAML config to ``protomaml_head.yaml`` (``output_dir: runs/protomaml_head``; maml.yaml
+extends it and is unchanged), and the new configs.
 """
 
 from __future__ import annotations
@@ -27,21 +31,10 @@ from xmeta.training.config import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = json.loads((ROOT / "tests" / "data" / "effective_configs.json").read_text(encoding="utf-8"))
 
-# recipes/configs/default.yaml is now protomaml.yaml: "default" names the shipped model (meta:default)
-# and the dataclass defaults, never a config.
-RENAMED = {"recipes/configs/protomaml.yaml": "recipes/configs/default.yaml"}
-# The only effective values composing the configs changed (path -> dotted key -> new value).
-INTENDED_CHANGES: dict[str, dict[str, Any]] = {
-    # Bug: maml.yaml said "everything else as default.yaml", but its unset keys fell back to the
-    # dataclass defaults, so it ran fp32 where default.yaml (ProtoMAML) runs bf16. No run of it is
-    # committed (README: second-order MAML "was not trained at scale"). It now extends protomaml.yaml
-    # and inherits bf16; the step recomputation restores the autocast state of each inner step, so
-    # the second-order path runs under bf16 as the first-order one does.
-    "recipes/configs/maml.yaml": {"mixed_precision": "bf16"},
-    # The rename: a run of protomaml.yaml writes runs/protomaml, the name of its committed run
-    # (eval/results/meta_runs/protomaml, trained as runs/default).
-    "recipes/configs/protomaml.yaml": {"output_dir": "runs/protomaml"},
-}
+# Configs renamed since the record was dumped (new path -> path in the record).
+RENAMED: dict[str, str] = {}
+# The only effective values that changed since the record was dumped (path -> dotted key -> new value).
+INTENDED_CHANGES: dict[str, dict[str, Any]] = {}
 
 
 def shipped() -> list[tuple[str, type]]:

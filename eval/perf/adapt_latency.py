@@ -13,7 +13,7 @@ Measures, in one process:
 - ``save`` / ``reload``: writing the artifact and loading it back (backbone included), and its size.
 
 When ``--model default`` is not installed, a ``MetaModel`` is built from
-``recipes/configs/protomaml.yaml`` (untrained: same tensor shapes, hence the same cost) and the
+``recipes/configs/protomaml_head.yaml`` (untrained: same tensor shapes, hence the same cost) and the
 result says so. Writes ``eval/results/perf/adapt_latency.json``. Timings on a shared machine are
 provisional: the load average at start and end is recorded next to them.
 """
@@ -67,7 +67,7 @@ def load_source(model: str) -> tuple[Any, str]:
     cfg = load_config(TrainConfig, ROOT / "recipes" / "configs" / "protomaml.yaml")
     meta = MetaModel(Encoder.from_config(cfg.encoder), cfg.meta)
     return xmeta.adaptation.MetaSource(
-        meta, {"model": "recipes/configs/protomaml.yaml (untrained)"}
+        meta, {"model": "recipes/configs/protomaml_head.yaml (untrained)"}
     ), "untrained ProtoMAML recipe"
 
 

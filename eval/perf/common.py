@@ -113,8 +113,8 @@ def build_setting(spec: dict):
     from xmeta.models.encoder import EncoderConfig
     from xmeta.training.config import TrainConfig
 
-    if spec["algorithm"] == "default":  # the ProtoMAML recipe config, exactly as configured
-        cfg = load_config(TrainConfig, str(ROOT / "recipes" / "configs" / "protomaml.yaml"), [])
+    if spec["algorithm"] == "default":  # the head-only ProtoMAML recipe config, exactly as configured
+        cfg = load_config(TrainConfig, str(ROOT / "recipes" / "configs" / "protomaml_head.yaml"), [])
         enc_cfg, meta_cfg = cfg.encoder, cfg.meta
         shape = {"n_way": cfg.data.n_way, "k_shot": cfg.data.k_shot, "q_query": cfg.data.q_query,
                  "langs": list(cfg.data.train_langs)}  # fmt: skip

@@ -74,6 +74,8 @@ class EpisodeSampler:
         dataset: a corpus from :func:`xmeta.data.load_task`.
         n_way: classes per episode (``None``: all of the corpus' classes). Drawn per episode when
             smaller than the label count, and remapped to episode labels ``0..N-1`` (names kept).
+        n_way_min: with it, each episode's number of classes is drawn (a stable function of the
+            seed and index) uniformly from ``n_way_min..n_way``: task diversity for meta-training.
         k_shot: support examples per class.
         q_query: query examples per class; ``None`` takes every remaining example of the chosen classes.
         langs: support languages (``None``: all in the dataset). With several, each episode's
@@ -100,6 +102,7 @@ class EpisodeSampler:
         dataset: Any,
         *,
         n_way: int | None = None,
+        n_way_min: int | None = None,
         k_shot: int = 5,
         q_query: int | None = 5,
         langs: str | Sequence[str] | None = None,
@@ -116,6 +119,9 @@ class EpisodeSampler:
         self.k_shot, self.q_query, self.seed = k_shot, q_query, seed
         if not 2 <= self.n_way <= len(self.label_names):
             raise InputError(f"n_way must be between 2 and {len(self.label_names)} (the corpus' classes), got {n_way}")
+        if n_way_min is not None and not 2 <= n_way_min <= self.n_way:
+            raise InputError(f"n_way_min must be between 2 and n_way={self.n_way}, got {n_way_min}")
+        self.n_way_min = n_way_min
         if k_shot < 1 or (q_query is not None and q_query < 1):
             raise InputError(f"k_shot and q_query must be >= 1, got k_shot={k_shot}, q_query={q_query}")
         if on_small_class not in ("error", "skip", "shrink"):
@@ -248,18 +254,23 @@ class EpisodeSampler:
             query_lang = _stable_pick(self.query_langs, self.seed, "qlang", index, lang) if self.query_langs else lang
         query_lang = resolve_lang(query_lang, known, "this sampler's languages")
         plan = self._plan(lang, query_lang)
+        n_way = self.n_way
+        if self.n_way_min is not None:
+            n_way = int(
+                episode_rng(self.seed, "ways", lang, query_lang, index).integers(self.n_way_min, self.n_way + 1)
+            )
         rng = episode_rng(
             self.seed,
             lang,
             query_lang,
             index,
-            self.n_way,
+            n_way,
             self.k_shot,
             self.q_query,
             self.support_split,
             self.query_split,
         )
-        chosen = [plan[i] for i in sorted(_permutation(rng, len(plan))[: self.n_way])]
+        chosen = [plan[i] for i in sorted(_permutation(rng, len(plan))[:n_way])]
         if self.shuffle_labels:
             chosen = [chosen[i] for i in _permutation(rng, len(chosen))]
         s_pools = self.pools[(lang, self.support_split)]

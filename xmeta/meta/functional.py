@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
+from xmeta.meta.recompute import recomputed_sgd_loop, step_lr
 from xmeta.models.inputs import Batch, Features
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ def sgd_inner_loop(
     lrs: Mapping[str, Tensor | float],
     first_order: bool,
     recompute: bool = False,
+    per_step_lrs: bool = False,
+    after_step: Callable[[int, Params], None] | None = None,
 ) -> tuple[Params, list[Tensor]]:
     """``steps`` plain SGD steps on ``loss_fn`` over the tensors ``names``; the others pass through.
 
@@ -73,13 +76,19 @@ def sgd_inner_loop(
     peak memory of a single inner step, for one extra forward + backward per step. Every
     differentiable input of ``loss_fn`` must then come through ``params``.
 
+    Args:
+        lrs: per adapted tensor: a float, a 0-d tensor, a tensor shaped like the parameter
+            (Meta-SGD) or, with ``per_step_lrs``, a vector of one rate per step (MAML++'s LSLR).
+        after_step: called with ``(step, params)`` after each step (MAML++'s multi-step loss reads
+            the intermediate tensors); not available with ``recompute``.
+
     Returns:
         The adapted params dict and the detached support losses before each step.
     """
     if recompute and not first_order and steps > 0:
-        from xmeta.meta.recompute import recomputed_sgd_loop
-
-        return recomputed_sgd_loop(loss_fn, params, names, steps=steps, lrs=lrs)
+        if after_step is not None:
+            raise ValueError("after_step needs the intermediate tensors, which a recomputed loop does not keep")
+        return recomputed_sgd_loop(loss_fn, params, names, steps=steps, lrs=lrs, per_step_lrs=per_step_lrs)
     fast: Params = dict(params)
     for n in names:
         p = fast[n]
@@ -88,11 +97,13 @@ def sgd_inner_loop(
         # the copy, that path would leak into the encoder's inner gradient.
         fast[n] = p.clone() if p.requires_grad else p.detach().clone().requires_grad_(True)
     losses: list[Tensor] = []
-    for _ in range(steps):
+    for t in range(steps):
         loss = loss_fn(fast)
         grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=not first_order, allow_unused=True)
         losses.append(loss.detach())
         for n, g in zip(names, grads):
             if g is not None:  # unused tensors (e.g. adapters above a cached cut) keep their value
-                fast[n] = fast[n] - lrs[n] * g
+                fast[n] = fast[n] - step_lr(lrs[n], t, per_step_lrs) * g
+        if after_step is not None:
+            after_step(t, dict(fast))
     return fast, losses

@@ -89,11 +89,14 @@ class AdaptedState:
         params: meta-params with the adapted tensors replaced.
         head: the episode head (its class and its tensors: prototypes, or a linear head).
         support_losses: detached support loss before each inner step.
+        intermediate: with ``keep_steps``, the states after inner steps ``1..S-1`` (the last is
+            this state), for MAML++'s multi-step loss.
     """
 
     params: Params
     head: EpisodeHead
     support_losses: list[Tensor] = field(default_factory=list)
+    intermediate: list[AdaptedState] = field(default_factory=list)
 
     def detach(self) -> AdaptedState:
         params = {k: v.detach() for k, v in self.params.items()}
@@ -116,6 +119,7 @@ def adapt_episode(
     *,
     steps: int | None = None,
     first_order: bool | None = None,
+    keep_steps: bool = False,
 ) -> AdaptedState:
     """Run the algorithm's adaptation on a tokenised support set (differentiably).
 
@@ -128,6 +132,8 @@ def adapt_episode(
         cfg: algorithm settings; default ``model.cfg``.
         steps: inner steps; default ``cfg.inner_steps`` (0 for protonet).
         first_order: default ``cfg.effective_first_order``.
+        keep_steps: also return the state after every inner step (``AdaptedState.intermediate``);
+            a second-order loop then keeps every step's graph (no recomputation).
     """
     cfg = cfg or model.cfg
     head = cfg.episode_head
@@ -158,30 +164,56 @@ def adapt_episode(
         episode_head = head(p, cfg.distance) if head.adapted else fit(z, p)
         return F.cross_entropy(episode_head.logits(z, logit_scale(model, p)), support_labels)
 
+    def state_of(p: Params) -> AdaptedState:
+        p = dict(p)
+        if head.adapted:
+            return AdaptedState(p, head({n: p.pop(n) for n in head.tensor_names}, cfg.distance))
+        return AdaptedState(p, fit(support_embeddings(p), p))  # prototypes refitted with the adapted tensors
+
     losses: list[Tensor] = []
+    kept: list[AdaptedState] = []
     if steps > 0:
         lrs = model.inner_lrs_for(params, names, cfg)
         # Recompute steps in the outer backward only when the encoder adapts: that is where the
         # memory is, and then support_loss reads every differentiable tensor from its argument.
-        recompute = cfg.recompute_inner_steps and adapts_encoder
+        recompute = cfg.recompute_inner_steps and adapts_encoder and not keep_steps
+
+        def keep(t: int, p: Params) -> None:
+            if t < steps - 1:
+                kept.append(state_of(p))
+
         fast, losses = sgd_inner_loop(
-            support_loss, fast, names, steps=steps, lrs=lrs, first_order=first_order, recompute=recompute
+            support_loss,
+            fast,
+            names,
+            steps=steps,
+            lrs=lrs,
+            first_order=first_order,
+            recompute=recompute,
+            per_step_lrs=cfg.learn_inner_lr and cfg.inner_lr_shape == "tensor_step",
+            after_step=keep if keep_steps else None,
         )
-    if head.adapted:
-        final = head({n: fast.pop(n) for n in head.tensor_names}, cfg.distance)
-    else:  # refitted with the adapted tensors
-        final = fit(support_embeddings(fast), fast)
-    return AdaptedState(fast, final, losses)
+    final = state_of(fast)
+    return AdaptedState(final.params, final.head, losses, kept)
 
 
 def meta_step_loss(
-    model: MetaModel, params: Mapping[str, Tensor], episode: Episode | EpisodeTensors, cfg: MetaConfig | None = None
+    model: MetaModel,
+    params: Mapping[str, Tensor],
+    episode: Episode | EpisodeTensors,
+    cfg: MetaConfig | None = None,
+    *,
+    step: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Outer (query) loss of one episode after adaptation on its support set.
 
     ``loss.backward()`` (or ``torch.autograd.grad(loss, params.values())``) gives the
     meta-gradient wrt ``params``: second order for maml (and protomaml with first_order=False),
     first order for fomaml, the plain ProtoNet gradient for protonet.
+
+    ``step`` (the outer step, from 0) drives MAML++'s schedules: first order before
+    ``cfg.first_order_until``, and the multi-step loss (the query losses after every inner step,
+    weighted by ``cfg.multi_step_loss_weights(step)``) while it lasts.
 
     Returns:
         The loss and detached 0-d metric tensors (``loss``, ``acc``, ``support_loss_first``,
@@ -190,9 +222,24 @@ def meta_step_loss(
     cfg = cfg or model.cfg
     model.check_double_backward(cfg)  # a clear error here, not an obscure one from inside autograd
     ep = episode if isinstance(episode, EpisodeTensors) else tokenize_episode(model.encoder, episode)
-    state = adapt_episode(model, params, ep.support, ep.support_labels, ep.n_way, cfg)
+    weights = cfg.multi_step_loss_weights(step)
+    state = adapt_episode(
+        model,
+        params,
+        ep.support,
+        ep.support_labels,
+        ep.n_way,
+        cfg,
+        first_order=cfg.first_order_at(step),
+        keep_steps=weights is not None,
+    )
     logits = episode_logits(model, state, ep.query)
     loss = F.cross_entropy(logits, ep.query_labels)
+    if weights is not None:  # "acc" stays the last step's; "loss" is the weighted sum the gradient sees
+        loss = weights[-1] * loss + sum(
+            w * F.cross_entropy(episode_logits(model, s, ep.query), ep.query_labels)
+            for w, s in zip(weights, state.intermediate)
+        )
     metrics = {"loss": loss.detach(), "acc": (logits.detach().argmax(-1) == ep.query_labels).float().mean()}
     if state.support_losses:
         metrics["support_loss_first"] = state.support_losses[0]

@@ -63,10 +63,26 @@ class MetaModel(nn.Module):
             )
         self.inner_lrs = nn.ParameterDict()
         if cfg.learn_inner_lr:
+            shapes = {n: tuple(p.shape) for n, p in self.named_parameters()}
             for n in names:
                 self.inner_lrs[lr_key(n)] = nn.Parameter(
-                    torch.tensor(cfg.inner_lr, dtype=encoder.dtype, device=encoder.device)
+                    torch.full(
+                        self._lr_shape(cfg, shapes.get(n)), cfg.inner_lr, dtype=encoder.dtype, device=encoder.device
+                    )
                 )
+
+    @staticmethod
+    def _lr_shape(cfg: MetaConfig, param_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+        """Shape of a learned inner learning rate (``MetaConfig.inner_lr_shape``).
+
+        An adapted episode head's tensors (``param_shape`` None: their shape depends on the
+        episode's number of classes) keep one rate per tensor in "element" mode.
+        """
+        if cfg.inner_lr_shape == "tensor_step":
+            return (cfg.inner_steps,)
+        if cfg.inner_lr_shape == "element" and param_shape is not None:
+            return param_shape
+        return ()
 
     def check_double_backward(self, cfg: MetaConfig | None = None) -> None:
         """Raise unless the encoder can differentiate twice where ``cfg`` (default ``self.cfg``) needs it.
@@ -145,7 +161,11 @@ class MetaModel(nn.Module):
         return [n for n in names if pattern.search(n)]
 
     def inner_lrs_for(self, params: Mapping[str, Tensor], names: list[str], cfg: MetaConfig) -> dict:
-        """Per-tensor inner learning rates: learned ones from ``params`` (Meta-SGD) or ``cfg.inner_lr``."""
+        """Per-tensor inner learning rates: learned ones from ``params`` or ``cfg.inner_lr``.
+
+        A learned rate is a 0-d tensor, a tensor shaped like its parameter (Meta-SGD), or one rate
+        per inner step (``inner_lr_shape="tensor_step"``, indexed by ``sgd_inner_loop``).
+        """
         if not cfg.learn_inner_lr:
             return dict.fromkeys(names, cfg.inner_lr)
         out = {}

@@ -31,6 +31,14 @@ from torch.autograd.function import once_differentiable
 Params = dict[str, Tensor]
 
 
+def step_lr(lr: Tensor | float, step: int, per_step: bool) -> Tensor | float:
+    """The learning rate of inner step ``step``: ``lr[step]`` for per-step rates (the last one for
+    steps past their number, e.g. more steps at evaluation than in meta-training), else ``lr``."""
+    if not per_step or not isinstance(lr, Tensor):
+        return lr
+    return lr[min(step, lr.shape[0] - 1)]
+
+
 @dataclass
 class _StepState:
     cpu_rng: Tensor
@@ -67,7 +75,8 @@ class _Loop:
     names: list[str]
     context_names: list[str]
     steps: int
-    lr_of: list[float | int]  # per adapted tensor: a float, or the index of a learned lr input
+    lr_of: list[int | float | Tensor]  # per adapted tensor: the index of a learned lr input, or a constant rate
+    per_step: bool = False  # learned rates are vectors of one rate per step (MAML++'s LSLR)
     losses: list[Tensor] = field(default_factory=list)
 
     def params(self, theta: Sequence[Tensor], context: Sequence[Tensor]) -> Params:
@@ -76,9 +85,16 @@ class _Loop:
         p.update(zip(self.context_names, context))
         return p
 
-    def lr(self, i: int, lrs: Sequence[Tensor]) -> Tensor | float:
+    def lr(self, i: int, lrs: Sequence[Tensor], step: int) -> Tensor | float:
         spec = self.lr_of[i]
-        return lrs[spec] if isinstance(spec, int) else spec
+        return step_lr(lrs[spec] if isinstance(spec, int) else spec, step, self.per_step)
+
+    def lr_grad(self, lr: Tensor, contribution: Tensor, step: int) -> Tensor:
+        """``contribution`` (d loss / d (the rate used at ``step``), elementwise) added into ``lr``'s shape."""
+        if self.per_step:
+            index = min(step, lr.shape[0] - 1)
+            return torch.zeros_like(lr).index_fill(0, torch.tensor([index], device=lr.device), contribution.sum())
+        return contribution.sum() if lr.dim() == 0 else contribution
 
 
 class _RecomputedSGD(torch.autograd.Function):
@@ -102,7 +118,9 @@ class _RecomputedSGD(torch.autograd.Function):
                 loss = loop.loss_fn(loop.params(leaves, cvars))
                 grads = torch.autograd.grad(loss, leaves, create_graph=keep, allow_unused=True)
             loop.losses.append(loss.detach())
-            theta = [t if g is None else t - loop.lr(i, lrs) * g.detach() for i, (t, g) in enumerate(zip(theta, grads))]
+            theta = [
+                t if g is None else t - loop.lr(i, lrs, step) * g.detach() for i, (t, g) in enumerate(zip(theta, grads))
+            ]
             updated = [u or g is not None for u, g in zip(updated, grads)]
             if keep:
                 kept = (leaves, cvars, grads)
@@ -121,7 +139,7 @@ class _RecomputedSGD(torch.autograd.Function):
         g_context = [torch.zeros_like(c) for c in context]
         g_lrs = [torch.zeros_like(lr) for lr in lrs]
 
-        def back_through(theta: list[Tensor], cvars: list[Tensor], grads: Sequence[Tensor | None]) -> None:
+        def back_through(theta: list[Tensor], cvars: list[Tensor], grads: Sequence[Tensor | None], step: int) -> None:
             nonlocal g, g_context
             used = [i for i, gr in enumerate(grads) if gr is not None]
             if not used:
@@ -129,13 +147,13 @@ class _RecomputedSGD(torch.autograd.Function):
             outs = torch.autograd.grad(
                 [grads[i] for i in used],
                 theta + cvars,
-                grad_outputs=[-loop.lr(i, lrs) * g[i] for i in used],
+                grad_outputs=[-loop.lr(i, lrs, step) * g[i] for i in used],
                 allow_unused=True,
             )
             for i in used:
                 spec = loop.lr_of[i]
                 if isinstance(spec, int):
-                    g_lrs[spec] = g_lrs[spec] - (g[i] * grads[i].detach()).sum()
+                    g_lrs[spec] = g_lrs[spec] - loop.lr_grad(lrs[spec], g[i] * grads[i].detach(), step)
             g = [gi if o is None else gi + o for gi, o in zip(g, outs[:k])]
             g_context = [gc if o is None else gc + o for gc, o in zip(g_context, outs[k:])]
 
@@ -143,7 +161,7 @@ class _RecomputedSGD(torch.autograd.Function):
             if ctx.kept is not None:  # the last step, built in the forward
                 kept, ctx.kept = ctx.kept, None
                 with torch.enable_grad():
-                    back_through(*kept)
+                    back_through(*kept, t)
                 del kept
                 continue
             with ctx.states[t].restored():
@@ -151,7 +169,7 @@ class _RecomputedSGD(torch.autograd.Function):
                 cvars = [c.detach().requires_grad_() for c in context]
                 loss = loop.loss_fn(loop.params(theta, cvars))
                 grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
-                back_through(theta, cvars, grads)
+                back_through(theta, cvars, grads, t)
                 del loss, grads, theta, cvars  # one step's double-backward graph alive at a time
         ctx.trajectory = ctx.states = None
         return (None, *g, *g_context, *g_lrs)
@@ -164,6 +182,7 @@ def recomputed_sgd_loop(
     *,
     steps: int,
     lrs: Mapping[str, Tensor | float],
+    per_step_lrs: bool = False,
 ) -> tuple[Params, list[Tensor]]:
     """Second-order ``sgd_inner_loop`` whose backward recomputes each step (see the module docstring).
 
@@ -178,15 +197,15 @@ def recomputed_sgd_loop(
     context_names = [n for n, v in params.items() if n not in chosen and v.requires_grad]
     base = {n: v for n, v in params.items() if n not in chosen and not v.requires_grad}
     lr_inputs: list[Tensor] = []
-    lr_of: list[float | int] = []
+    lr_of: list[int | float | Tensor] = []
     for n in names:
         lr = lrs[n]
         if isinstance(lr, Tensor) and lr.requires_grad:
             lr_of.append(len(lr_inputs))
             lr_inputs.append(lr)
-        else:
-            lr_of.append(float(lr))
-    loop = _Loop(loss_fn, base, names, context_names, steps, lr_of)
+        else:  # a constant: a float, or a tensor of rates (per step, per weight) nobody differentiates
+            lr_of.append(lr.detach() if isinstance(lr, Tensor) else float(lr))
+    loop = _Loop(loss_fn, base, names, context_names, steps, lr_of, per_step_lrs)
     inputs = [params[n] for n in names] + [params[n] for n in context_names] + lr_inputs
     adapted = _RecomputedSGD.apply(loop, *inputs)
     fast: Params = dict(params)

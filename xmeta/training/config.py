@@ -27,6 +27,8 @@ class DataConfig:
         val_langs: meta-validation languages (support and query from their dev split); sets as in
             ``train_langs``. Default: 5 low-resource African languages (``val:african5``).
         n_way, k_shot, q_query: episode shape for training and validation.
+        n_way_min: vary the number of classes of each training episode uniformly in
+            ``n_way_min..n_way`` (task diversity); validation keeps ``n_way``. None = always ``n_way``.
         val_episodes: validation episodes per language, fixed once for the whole run.
         cross_lingual: draw each training episode's queries from another training language
             (same classes, different sentences) -- support/query language mismatch as in transfer.
@@ -37,6 +39,7 @@ class DataConfig:
     train_langs: tuple[str, ...] = HIGH_RESOURCE_LANGS
     val_langs: tuple[str, ...] = VALIDATION_LANGS
     n_way: int = 7
+    n_way_min: int | None = None
     k_shot: int = 5
     q_query: int = 5
     val_episodes: int = 8
@@ -56,6 +59,8 @@ class DataConfig:
             raise ValueError(
                 f"need n_way >= 2, k_shot >= 1, q_query >= 1; got {self.n_way}/{self.k_shot}/{self.q_query}"
             )
+        if self.n_way_min is not None and not 2 <= self.n_way_min <= self.n_way:
+            raise ValueError(f"data.n_way_min must be between 2 and n_way={self.n_way}, got {self.n_way_min}")
         if self.val_episodes < 0:
             raise ValueError(f"data.val_episodes must be >= 0, got {self.val_episodes}")
         if self.cross_lingual and len(self.train_langs) < 2:

@@ -1,4 +1,6 @@
-"""``meta:<run dir>``: a meta-trained run (``meta:default`` is ``$XMETA_META_DEFAULT``).
+"""``meta:<run dir>``: a meta-trained run (``meta:default`` is ``$XMETA_META_DEFAULT``), and its
+test-time variants as their own rows: ``meta-ft:<run dir>`` (LoRA + head fine-tuned on the
+support set) and ``meta-softkm:<run dir>`` (transductive prototype refinement with the queries).
 
 ``describe`` reads the run's manifest without loading the model: its algorithm names the method in
 tables, and the data meta-training saw is what the leakage check compares the episodes with.
@@ -17,12 +19,33 @@ def _build_meta(spec: MethodSpec, ctx: BuildContext) -> Learner:
     return MetaLearner(model, **ctx.options)
 
 
+def _build_finetuned(spec: MethodSpec, ctx: BuildContext) -> Learner:
+    from xmeta.meta import load_meta_model
+    from xmeta.meta.test_time import FineTuneLearner
+
+    return FineTuneLearner(load_meta_model(spec.arg or "default"), **ctx.options)
+
+
+def _build_softkmeans(spec: MethodSpec, ctx: BuildContext) -> Learner:
+    from xmeta.meta import load_meta_model
+    from xmeta.meta.test_time import SoftKMeansLearner
+
+    return SoftKMeansLearner(load_meta_model(spec.arg or "default"), **ctx.options)
+
+
 def _describe_meta(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
     from xmeta.bench.metarun import read_meta_run
 
     run = read_meta_run(spec.arg or "default")
     details = {"algorithm": run.algorithm, "checkpoint": str(run.checkpoint), "training": run.training.summary()}
-    return MethodInfo(spec.name, spec.kind, f"{spec.name} ({run.algorithm})", details, run.training)
+    label = run.algorithm
+    if spec.kind == "meta-ft":
+        label += f", fine-tuned {ctx.options['steps']} steps at lr {ctx.options['lr']:g}"
+        details["test_time"] = {"finetune": dict(ctx.options)}
+    elif spec.kind == "meta-softkm":
+        label += f", transductive: soft k-means x{ctx.options['steps']}"
+        details["test_time"] = {"soft_kmeans": dict(ctx.options)}
+    return MethodInfo(spec.name, spec.kind, f"{spec.name} ({label})", details, run.training)
 
 
 register_method(
@@ -33,4 +56,24 @@ register_method(
     describe=_describe_meta,
     options={"batch_size": int, "inner_steps": int | None},  # MetaLearner's keywords
     help="meta-trained run: meta:<run dir> or meta:default",
+)
+register_method(
+    "meta-ft",
+    _build_finetuned,
+    arg="required",
+    arg_name="run dir",
+    describe=_describe_meta,
+    options={"steps": 10, "lr": 0.01, "batch_size": 64},  # FineTuneLearner's keywords
+    help="a meta-trained run whose LoRA adapters and prototype-initialised linear head are fine-tuned on "
+    "each support set (SGD) before predicting (P>M>F's fine-tuning stage)",
+)
+register_method(
+    "meta-softkm",
+    _build_softkmeans,
+    arg="required",
+    arg_name="run dir",
+    describe=_describe_meta,
+    options={"steps": 1, "batch_size": 64},  # SoftKMeansLearner's keywords
+    help="TRANSDUCTIVE: a meta-trained run (prototype head) whose prototypes are refined with the "
+    "unlabelled query set by soft k-means (uses the queries; class-balanced query sets flatter it)",
 )
