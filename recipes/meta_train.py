@@ -52,6 +52,7 @@ from xmeta.recipes_index import config_path
 from xmeta.training import checkpoint as ckpt
 from xmeta.training.artifact import publish
 from xmeta.training.config import TrainConfig
+from xmeta.training.validation import ValidationScore, episode_accuracy, score, validation_episodes
 
 logger = logging.getLogger("xmeta.recipes.meta_train")
 
@@ -84,24 +85,19 @@ def build_samplers(cfg: TrainConfig) -> tuple[EpisodeSampler, list]:
     )
     val_episodes = []
     if d.val_langs and d.val_episodes and cfg.val_every:
-        val = load_task(d.task, data_dir=d.data_dir, langs=list(d.val_langs), splits=["dev"])
-        # dev holds ~99 sentences per language: a class may have fewer than K + Q, so shrink queries.
-        vs = EpisodeSampler(val, n_way=d.n_way, k_shot=d.k_shot, q_query=d.q_query, support_split="dev",
-                            query_split="dev", seed=cfg.seed, on_small_class="shrink")  # fmt: skip
-        val_episodes = [vs.episode(i, lang=lang) for lang in d.val_langs for i in range(d.val_episodes)]
+        val_episodes = validation_episodes(d.task, d.val_langs, n_way=d.n_way, k_shot=d.k_shot, q_query=d.q_query,
+                                           episodes_per_lang=d.val_episodes, seed=cfg.seed, data_dir=d.data_dir)  # fmt: skip
     return sampler, val_episodes
 
 
-def validate(model: MetaModel, episodes: list, accelerator: Accelerator) -> float:
-    """Mean query accuracy of the adapted model on the fixed validation episodes (split over ranks)."""
+def validate(model: MetaModel, episodes: list, accelerator: Accelerator) -> ValidationScore:
+    """The validation score on the fixed episodes (xmeta.training.validation), episodes split over ranks."""
     learner = MetaLearner(model)
-    correct = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    for ep in episodes[accelerator.process_index :: accelerator.num_processes]:
-        pred = learner.adapt(ep.support, seed=ep.index).predict([q.text for q in ep.query])
-        correct[0] += float((pred.labels == [q.label for q in ep.query]).sum())
-        correct[1] += len(ep.query)
-    correct = accelerator.reduce(correct, reduction="sum")
-    return float(correct[0] / correct[1]) if correct[1] else float("nan")
+    accuracies = torch.zeros(len(episodes), dtype=torch.float64, device=accelerator.device)
+    for i in range(accelerator.process_index, len(episodes), accelerator.num_processes):
+        accuracies[i] = episode_accuracy(learner, episodes[i])
+    accuracies = accelerator.reduce(accuracies, reduction="sum")  # each episode scored by exactly one rank
+    return score(episodes, accuracies.tolist())
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -209,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                   "episodes_per_s": eps_done / (time.perf_counter() - t0)}  # fmt: skip
 
         if cfg.val_every and val_episodes and (step % cfg.val_every == 0 or step == cfg.max_steps):
-            acc = validate(model, val_episodes, accelerator)
-            record["val_acc"] = acc
+            val = validate(model, val_episodes, accelerator)
+            acc = val.accuracy
+            record["val_acc"], record["val_ci"] = acc, list(val.ci)
             if acc > state["best_val"]:
                 state.update(best_val=acc, best_step=step, bad_evals=0)
                 if accelerator.is_main_process:

@@ -85,6 +85,10 @@ def test_named_sets_are_disjoint_where_the_protocol_needs_it():
     assert len(train) == 10 and len(val) == 5 and len(evaluation) == 25
     assert not (train | set(language_set("tier:high"))) & (val | evaluation) and not val & evaluation
     assert LANGUAGE_SETS["eval:lowres10"] == LANGUAGE_SETS["eval:lowres25"][:10]
+    wide = LANGUAGE_SETS["val:wide74"]
+    assert len(set(wide)) == len(wide) == 74 and wide[:5] == LANGUAGE_SETS["val:african5"]
+    assert not set(wide) & (evaluation | set(language_set("tier:high")))  # never an evaluation or training language
+    assert all(tier_of(c) == "low" for c in wide)
 
 
 def test_expand_languages_replaces_names_and_keeps_codes_in_order():
