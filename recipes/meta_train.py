@@ -1,9 +1,10 @@
 """Meta-train a multilingual encoder (LoRA adapters + prototypical head) on high-resource languages.
 
-Runs three ways with identical behaviour:
+Runs in any of these ways, with identical behaviour:
 
     python recipes/meta_train.py --config recipes/configs/protomaml.yaml [key=value ...]
-    accelerate launch --num_processes 2 --cpu recipes/meta_train.py --config ... [key=value ...]
+    accelerate launch --multi_gpu --num_processes 2 recipes/meta_train.py --config ... [key=value ...]
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 recipes/meta_train.py ...   # CPUs only
     xmeta train --config protomaml [key=value ...]
 
 ``--print-config`` prints the effective config (the file merged over its ``extends:`` bases, then
@@ -37,6 +38,8 @@ from xmeta.artifacts import TrainingData
 from xmeta.config import ConfigError, dump_config, load_config, save_config, to_dict
 from xmeta.data import EpisodeSampler, load_task
 from xmeta.data.leakage import records
+from xmeta.data.mixture import MixedSampler
+from xmeta.data.schema import label_names_of
 from xmeta.errors import XmetaError
 from xmeta.meta import (
     MetaLearner,
@@ -69,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_samplers(cfg: TrainConfig) -> tuple[EpisodeSampler, list]:
+def build_samplers(cfg: TrainConfig) -> tuple[EpisodeSampler | MixedSampler, list]:
     """The training sampler and the fixed validation episodes."""
     d = cfg.data
     train = load_task(d.task, data_dir=d.data_dir, langs=list(d.train_langs), splits=["train"])
@@ -83,6 +86,12 @@ def build_samplers(cfg: TrainConfig) -> tuple[EpisodeSampler, list]:
         query_langs=list(d.train_langs) if d.cross_lingual else None,
         seed=cfg.seed,
     )
+    if d.aux_task is not None:  # task diversity: another corpus' episodes mixed in
+        aux = load_task(d.aux_task, data_dir=d.data_dir, langs=list(d.aux_langs), splits=["train"])
+        n_aux = len(label_names_of(aux))
+        aux_sampler = EpisodeSampler.for_meta_training(aux, n_way=min(d.n_way, n_aux), k_shot=d.k_shot,
+                                                       q_query=d.q_query, langs=list(d.aux_langs), seed=cfg.seed)  # fmt: skip
+        sampler = MixedSampler(sampler, aux_sampler, d.aux_fraction, seed=cfg.seed)
     val_episodes = []
     if d.val_langs and d.val_episodes and cfg.val_every:
         val_episodes = validation_episodes(d.task, d.val_langs, n_way=d.n_way, k_shot=d.k_shot, q_query=d.q_query,
@@ -122,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
     world, rank = accelerator.num_processes, accelerator.process_index
+    logger.info("world: %d processes (%s) on %s", world, accelerator.distributed_type.value, accelerator.device)
     if accelerator.device.type == "cpu" and accelerator.num_processes > 1:
         # Several ranks on one host's cores: spinning OpenMP threads oversubscribe and crawl.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))

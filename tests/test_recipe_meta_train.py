@@ -56,9 +56,11 @@ def overrides(data: Path, model: Path, out: Path, **extra: object) -> list[str]:
     return ["--config", str(ROOT / "recipes" / "configs" / "tiny.yaml"), *(f"{k}={v}" for k, v in base.items())]
 
 
-def run_recipe(args: list[str], launcher: list[str] | None = None, **kw) -> subprocess.CompletedProcess:
+def run_recipe(
+    args: list[str], launcher: list[str] | None = None, env: dict[str, str] | None = None, **kw
+) -> subprocess.CompletedProcess:
     cmd = (launcher or [sys.executable]) + [str(RECIPE)] + args
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kw)
 
 
@@ -137,10 +139,16 @@ def test_two_processes_equal_one(tiny_setup, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = run_recipe(overrides(data, model, one, meta_batch_size=4))
     assert r1.returncode == 0, r1.stderr[-2000:]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+    # Two real ranks on a CPU host: --multi_gpu with ACCELERATE_USE_CPU gives a gloo group of 2
+    # (`--cpu` would start one process that trains alone and matches the one-process run trivially).
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
-    r2 = run_recipe(overrides(data, model, two, meta_batch_size=4), launcher=launcher)
+    r2 = run_recipe(overrides(data, model, two, meta_batch_size=4), launcher=launcher,
+                    env={"ACCELERATE_USE_CPU": "true", "GLOO_SOCKET_IFNAME": "lo"})  # fmt: skip
     assert r2.returncode == 0, r2.stderr[-3000:]
+    config = yaml.safe_load((two / "config.yaml").read_text())
+    assert config["meta_batch_size"] == 4
+    assert "world: 2 processes (MULTI_CPU)" in r2.stderr, r2.stderr[-2000:]  # really two ranks
     p1, p2 = final_params(one), final_params(two)
     assert p1.keys() == p2.keys()
     for k in p1:

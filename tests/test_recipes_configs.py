@@ -7,7 +7,7 @@ listed in ``INTENDED_CHANGES``, each with its reason. A later, deliberate change
 updates that file or this list in the same commit. History: first dumped before the configs were
 composed (issue 16, commit a0b4c63); re-dumped for issue 17 after checking that the only
 differences were the new fields at their defaults (``meta.inner_lr_shape``,
-``meta.multi_step_loss_steps``, ``meta.first_order_until``, ``data.n_way_min``), the rename of the
+``meta.multi_step_loss_steps``, ``meta.first_order_until``, ``data.n_way_min``, ``data.aux_*``), the rename of the
 head-only ProtoMAML config to ``protomaml_head.yaml`` (``output_dir: runs/protomaml_head``; maml.yaml
 extends it and is unchanged), and the new configs.
 """

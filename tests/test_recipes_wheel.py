@@ -20,7 +20,7 @@ def test_pyproject_lists_every_package():
 
     listed = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
     found = find_namespace_packages(where=str(ROOT), include=["xmeta*"], exclude=["*__pycache__*"])
-    found += ["xmeta.recipes", "xmeta.recipes.configs"]
+    found += ["xmeta.recipes", "xmeta.recipes.configs", "xmeta.recipes.slurm"]
     missing = sorted(set(found) - set(listed))
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
     assert sorted(set(listed) - set(found)) == []

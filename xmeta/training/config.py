@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from xmeta.data.languages import HIGH_RESOURCE_LANGS, VALIDATION_LANGS, expand_languages
+from xmeta.data.languages import (
+    EVALUATION_LANGS,
+    HIGH_RESOURCE_LANGS,
+    VALIDATION_LANGS,
+    VALIDATION_WIDE_LANGS,
+    expand_languages,
+)
 from xmeta.meta.config import MetaConfig
 from xmeta.models.encoder import EncoderConfig
 
@@ -32,6 +38,11 @@ class DataConfig:
         val_episodes: validation episodes per language, fixed once for the whole run.
         cross_lingual: draw each training episode's queries from another training language
             (same classes, different sentences) -- support/query language mismatch as in transfer.
+        aux_task: task diversity: a second corpus (``afrisenti``) whose train-split episodes are mixed
+            into meta-training; its episodes have ``min(n_way, its classes)`` ways. None = off.
+        aux_langs: the auxiliary corpus' languages; never an evaluation or validation language
+            (checked by ISO code, since another corpus' sentences are not covered by the leakage check).
+        aux_fraction: the share of auxiliary episodes.
     """
 
     task: str = "sib200"
@@ -44,6 +55,9 @@ class DataConfig:
     q_query: int = 5
     val_episodes: int = 8
     cross_lingual: bool = False
+    aux_task: str | None = None
+    aux_langs: tuple[str, ...] = ()
+    aux_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("train_langs", "val_langs"):  # set names (tier:high) become their codes here
@@ -65,6 +79,22 @@ class DataConfig:
             raise ValueError(f"data.val_episodes must be >= 0, got {self.val_episodes}")
         if self.cross_lingual and len(self.train_langs) < 2:
             raise ValueError("data.cross_lingual needs at least two train_langs")
+        self._check_aux()
+
+    def _check_aux(self) -> None:
+        if self.aux_task is None:
+            if self.aux_langs or self.aux_fraction:
+                raise ValueError("aux_langs / aux_fraction need aux_task (e.g. afrisenti)")
+            return
+        if not self.aux_langs or not 0.0 < self.aux_fraction <= 1.0:
+            raise ValueError(
+                f"aux_task needs aux_langs and 0 < aux_fraction <= 1, got {list(self.aux_langs)} and {self.aux_fraction}"
+            )
+        # Another corpus has no source ids shared with SIB-200: keep its languages away from every
+        # language the benchmark or the validation scores (by ISO code: AfriSenti's swa is SIB's swh).
+        protected = {c.split("_")[0] for c in (*EVALUATION_LANGS, *VALIDATION_WIDE_LANGS, *self.val_langs)} | {"swa"}
+        if bad := sorted(c for c in self.aux_langs if c.split("_")[0] in protected):
+            raise ValueError(f"aux_langs {bad} are evaluation or validation languages: meta-training must not see them")
 
 
 @dataclass
