@@ -138,6 +138,9 @@ def test_recipes_path_prints_the_file(elsewhere, capsys):
     ]
     assert xmeta_main(["recipes", "path", "protonett"]) == 2
     assert "Unknown recipe or config 'protonett'. Did you mean 'protonet'" in capsys.readouterr().err
+    assert xmeta_main(["recipes", "path", "slurm/meta_train.sbatch"]) == 0  # a shipped file (SLURM launcher)
+    assert capsys.readouterr().out.strip() == str(recipes_dir() / "slurm" / "meta_train.sbatch")
+    assert xmeta_main(["recipes", "path", "../pyproject.toml"]) == 2  # never outside the recipes
 
 
 @pytest.fixture

@@ -25,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "launch a recipe on several processes: "
         "accelerate launch --num_processes 2 $(xmeta recipes path meta_train) --config $(xmeta recipes path protonet)",
     )
-    pa.add_argument("name", metavar="NAME", help="a recipe (meta_train) or config (protonet) name")
+    pa.add_argument(
+        "name",
+        metavar="NAME",
+        help="a recipe (meta_train), a config (protonet) or a shipped file (slurm/meta_train.sbatch)",
+    )
     pa.set_defaults(func=_path)
 
 
@@ -56,6 +60,8 @@ def _path(args: argparse.Namespace) -> int:
         path = recipes_dir() / f"{name}.py"
     elif (name := args.name.removesuffix(".yaml")) in list_configs():
         path = configs_dir() / f"{name}.yaml"
+    elif ".." not in args.name and (recipes_dir() / args.name).is_file():  # a shipped file: slurm/meta_train.sbatch
+        path = recipes_dir() / args.name
     else:
         raise InputError(did_you_mean(args.name, list_recipes() + list_configs(), "recipe or config"))
     sys.stdout.write(f"{path}\n")
