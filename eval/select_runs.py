@@ -41,11 +41,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="corpus root (default: $XMETA_DATA_DIR)")
     p.add_argument("--out", default="eval/results/selection", help="output directory")
+    p.add_argument("--finetune", action="append", default=[], metavar="STEPS:LR",
+                   help="also score each run fine-tuned on each support set (meta-ft), e.g. --finetune 10:0.01 (repeatable)")  # fmt: skip
     return p.parse_args(argv)
 
 
 def run_name(run: str) -> str:
-    return run.rstrip("/").replace("/", "__")
+    return run.rstrip("/").replace("/", "__").replace(":", "_")
+
+
+def candidates(runs: list[str], finetune: list[str]) -> list[tuple[str, str, dict[str, float]]]:
+    """``(label, run, fine-tuning options)`` for every run, plain and with each ``STEPS:LR``."""
+    out = []
+    for run in runs:
+        out.append((run, run, {}))
+        for spec in finetune:
+            steps, _, lr = spec.partition(":")
+            out.append((f"meta-ft[{steps}:{lr}]:{run}", run, {"steps": int(steps), "lr": float(lr)}))
+    return out
 
 
 def paired_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[float, tuple[float, float]]:
@@ -60,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from xmeta.bench.metarun import read_meta_run
     from xmeta.meta import MetaLearner, load_meta_model
+    from xmeta.meta.test_time import FineTuneLearner
 
     langs = expand_languages(args.langs.split(","))
     episodes = validation_episodes("sib200", langs, n_way=7, k_shot=5, q_query=5, episodes_per_lang=args.episodes,
@@ -70,24 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     scored: dict[str, dict] = {}
-    for run in args.runs:
-        path = out / "runs" / f"{run_name(run)}.json"
+    for label, run, ft in candidates(args.runs, args.finetune):
+        path = out / "runs" / f"{run_name(label)}.json"
         if path.exists() and (prev := json.loads(path.read_text(encoding="utf-8"))).get("fingerprint") == fingerprint:
-            log.info("%s: already scored on these episodes", run)
-            scored[run] = prev
+            log.info("%s: already scored on these episodes", label)
+            scored[label] = prev
             continue
         info = read_meta_run(run)
-        learner = MetaLearner(load_meta_model(run))
-        accuracies = [episode_accuracy(learner, ep) for ep in tqdm(episodes, desc=run, file=sys.stderr)]
+        model = load_meta_model(run)
+        learner = FineTuneLearner(model, **ft) if ft else MetaLearner(model)
+        accuracies = [episode_accuracy(learner, ep) for ep in tqdm(episodes, desc=label, file=sys.stderr)]
         result = score(episodes, accuracies)
         by_lang: dict[str, list[float]] = {}
         for ep, acc in zip(episodes, accuracies):
             by_lang.setdefault(ep.lang, []).append(acc)
-        scored[run] = {"run": run, "algorithm": info.algorithm, "fingerprint": fingerprint, **result.to_dict(),
-                       "per_episode": by_lang}  # fmt: skip
+        algorithm = info.algorithm + (f", fine-tuned {ft['steps']} steps at lr {ft['lr']:g}" if ft else "")
+        scored[label] = {"run": label, "algorithm": algorithm, "fingerprint": fingerprint, **result.to_dict(),
+                         "per_episode": by_lang}  # fmt: skip
         with writing(path, atomic=True) as tmp:
-            Path(tmp).write_text(json.dumps(scored[run], indent=1) + "\n", encoding="utf-8")
-        log.info("%s: %.4f [%.4f, %.4f]", run, result.accuracy, *result.ci)
+            Path(tmp).write_text(json.dumps(scored[label], indent=1) + "\n", encoding="utf-8")
+        log.info("%s: %.4f [%.4f, %.4f]", label, result.accuracy, *result.ci)
     ranked = sorted(scored.values(), key=lambda r: -r["accuracy"])
     best = ranked[0]
     lines = [
@@ -99,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "Accuracy: mean over languages of the per-episode accuracy, 95% bootstrap interval (episodes resampled within "
         "languages); the paired difference to the best run resamples per-episode differences.",
         "",
-        f"    python eval/select_runs.py {' '.join(args.runs)} --langs {args.langs} --episodes {args.episodes}",
+        f"    python eval/select_runs.py {' '.join(args.runs)} --langs {args.langs} --episodes {args.episodes}"
+        + "".join(f" --finetune {f}" for f in args.finetune),
         "",
         "| run | algorithm | accuracy (%) | 95% interval | difference to the best (paired, points) |",
         "|---|---|---:|---|---|",

@@ -11,9 +11,10 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import torch
 from safetensors.torch import save_file
 
 from xmeta.adaptation.artifact import check_metadata, model_card, now
@@ -37,11 +38,45 @@ from xmeta.meta.config import MetaConfig
 from xmeta.meta.learners import EpisodePredictor, Precision
 from xmeta.meta.maml import AdaptedState
 from xmeta.meta.model import MetaModel
+from xmeta.meta.precision import check_precision
 from xmeta.models.encoder import Encoder
 
 logger = logging.getLogger(__name__)
 
 _LOG_SCALE = "head.log_scale"
+PRECISION_CHOICES: tuple[str, ...] = ("fp32", "bf16", "auto")
+_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX; Linux ``/proc/cpuinfo`` flags).
+
+    Without those units oneDNN emulates bf16 and autocast is slower than fp32, so ``auto`` keeps fp32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool(_BF16_CPU_FLAGS & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | None = None) -> Precision:
+    """``precision``, or for ``"auto"``: bf16 on CPUs with bf16 units and on CUDA GPUs that support
+    bf16, fp32 otherwise (``device``: where the model runs, default CPU).
+
+    Raises:
+        InputError: for another name than fp32, bf16 or auto.
+    """
+    if precision != "auto":
+        check_precision(precision)
+        return precision  # type: ignore[return-value]
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
 def artifact_tensors(model: MetaModel, state: AdaptedState) -> dict[str, Any]:
@@ -74,7 +109,8 @@ class AdaptedPredictor:
         batch_size: texts per forward pass.
         meta_config: the algorithm settings to record (default ``model.cfg``).
         precision: "fp32" (exact, the default) or "bf16" autocast when predicting (about 2x faster
-            on CPUs with bf16 units and on GPUs; see ``xmeta.meta.inference_precision``).
+            on CPUs with bf16 units and on GPUs; see ``xmeta.meta.inference_precision``); "auto"
+            picks one of them for the encoder's device (``resolve_precision``).
 
     Attributes:
         label_names: class names by label id.
@@ -91,7 +127,7 @@ class AdaptedPredictor:
         metadata: dict[str, Any] | None = None,
         batch_size: int = 64,
         meta_config: MetaConfig | None = None,
-        precision: Precision = "fp32",
+        precision: Precision | Literal["auto"] = "fp32",
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
@@ -100,7 +136,10 @@ class AdaptedPredictor:
         self.label_names = tuple(label_names)
         self.metadata = dict(metadata or {})
         self.meta_config = meta_config or model.cfg
-        self._episode = EpisodePredictor(model, state, self.label_names, batch_size=batch_size, precision=precision)
+        self.precision = resolve_precision(precision, model.encoder.device)
+        self._episode = EpisodePredictor(
+            model, state, self.label_names, batch_size=batch_size, precision=self.precision
+        )
 
     @property
     def lang(self) -> str:
@@ -119,13 +158,14 @@ class AdaptedPredictor:
     def predict(self, texts: Sequence[str]) -> Prediction:
         """Labels and class probabilities for ``texts`` (in input order).
 
-        Texts are run in batches of similar length (then put back in order): an encoder that pads
-        a batch to its longest text then wastes little compute when lengths vary.
+        Texts are run in batches of similar token counts (then put back in order), so a batch
+        carries almost no padding (see ``EpisodePredictor._batch``). For inputs larger than
+        memory, call this per chunk (``xmeta.adaptation.texts.chunked``), as ``xmeta predict`` does.
         """
         if isinstance(texts, str):
             raise TypeError("predict takes a sequence of texts, not a single string")
         texts = list(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = self._episode.length_order(texts)
         pred = self._episode.predict([texts[i] for i in order])
         probs = np.empty_like(pred.probs)
         probs[order] = pred.probs
@@ -165,7 +205,7 @@ class AdaptedPredictor:
         *,
         encoder: Encoder | None = None,
         batch_size: int = 64,
-        precision: Precision = "fp32",
+        precision: Precision | Literal["auto"] = "fp32",
     ) -> AdaptedPredictor:
         """Rebuild a predictor from an artifact (the backbone comes from the encoder config via the zoo).
 
@@ -175,7 +215,7 @@ class AdaptedPredictor:
             directory: written by ``save`` / ``xmeta adapt --out``.
             encoder: an already built encoder with the same adapter layout (skips loading the backbone).
             batch_size: texts per forward pass.
-            precision: "fp32" or "bf16" (see the class).
+            precision: "fp32", "bf16" or "auto" (see the class).
 
         Raises:
             ArtifactError: missing or corrupt files, unsupported format version, invalid configs, or
@@ -209,7 +249,9 @@ class AdaptedPredictor:
         )
 
 
-def load_predictor(directory: str | Path, *, batch_size: int = 64, precision: Precision = "fp32") -> AdaptedPredictor:
+def load_predictor(
+    directory: str | Path, *, batch_size: int = 64, precision: Precision | Literal["auto"] = "fp32"
+) -> AdaptedPredictor:
     """Load an adapted model saved by ``AdaptedPredictor.save`` or ``xmeta adapt --out``.
 
     Raises:

@@ -4,22 +4,32 @@ The format comes from the suffix (``.tsv``/``.csv``/``.jsonl``/... as in ``xmeta
 ``.txt``, any other suffix, no suffix, or ``-`` (stdin) are read as plain text, one text per line.
 Blank lines and empty text cells are skipped with a logged count, so the output has one line per
 non-empty input text, in input order.
+
+``iter_texts`` streams: it decodes one line at a time and holds nothing else, so a file larger
+than memory can be classified in chunks (``chunked``). Its errors are those of
+``xmeta.data.readers`` (same messages, naming the file and the line); ``read_texts`` is the list.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import sys
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
-from xmeta.data.readers import _SUFFIX_FORMATS, _read_text, read_rows
+from xmeta.data.readers import _SUFFIX_FORMATS, _missing_column, close_hint
 from xmeta.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 InputFormat = Literal["auto", "txt", "tsv", "csv", "jsonl"]
 INPUT_FORMATS: tuple[str, ...] = ("auto", "txt", "tsv", "csv", "jsonl")
+STDIN = "-"
+_BOM = "\ufeff"
 
 
 def input_format(path: str | Path, fmt: InputFormat = "auto") -> str:
@@ -28,34 +38,139 @@ def input_format(path: str | Path, fmt: InputFormat = "auto") -> str:
         if fmt not in INPUT_FORMATS:
             raise InputError(f"unknown input format {fmt!r}; use one of {', '.join(INPUT_FORMATS)}")
         return fmt
-    if str(path) == "-":
+    if str(path) == STDIN:
         return "txt"
     return _SUFFIX_FORMATS.get(Path(path).suffix.lower(), "txt")
 
 
-def _decode_stdin() -> str:
-    raw = sys.stdin.buffer.read()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise InputError(f"<stdin>:{line}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+def _open(path: str | Path) -> tuple[BinaryIO, str]:
+    """The byte stream of ``path`` (stdin for ``-``) and the name errors use for it."""
+    if str(path) == STDIN:
+        return sys.stdin.buffer, "<stdin>"
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: file not found")
+    return open(p, "rb"), str(p)  # noqa: SIM115 - closed by the caller's generator
 
 
-def read_texts(path: str | Path, *, text_column: str = "text", fmt: InputFormat = "auto") -> list[str]:
-    """The non-empty texts of ``path`` (``-`` reads stdin as plain text), in order.
+def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
+    """The lines of ``stream`` decoded as UTF-8 one at a time, terminators kept.
+
+    Splitting bytes on ``\\n`` is safe: no multi-byte UTF-8 sequence contains that byte. A leading
+    BOM (spreadsheet exports) is dropped, as ``utf-8-sig`` does for a whole file.
+    """
+    offset = 0
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{name}:{number}: not valid UTF-8 ({err.reason} at byte {offset + err.start})") from None
+        if number == 1 and line.startswith(_BOM):
+            line = line[1:]
+        offset += len(raw)
+        yield line
+
+
+def iter_texts(path: str | Path, *, text_column: str = "text", fmt: InputFormat = "auto") -> Iterator[str]:
+    """Stream the non-empty texts of ``path`` (``-`` reads stdin as plain text), in order.
+
+    Memory holds one input line at a time. Problems are raised when the stream reaches them
+    (a missing column at the first ``next``), with the messages of ``xmeta.data.readers``.
 
     Raises:
         InputError: missing file, undecodable bytes, a missing column or a malformed row.
     """
     kind = input_format(path, fmt)
-    if kind == "txt":
-        # Reuses the readers' decoding so that bad bytes are reported with the same file:line form.
-        text = _decode_stdin() if str(path) == "-" else _read_text(Path(path))
-        texts = text.splitlines()
-    else:
-        texts = [row.values[0] for row in read_rows(Path(path), [text_column], kind)]  # type: ignore[arg-type]
-    kept = [t for t in texts if t.strip()]
-    if len(kept) < len(texts):
-        logger.warning("%s: skipped %d empty line(s)/text(s)", path, len(texts) - len(kept))
-    return kept
+    stream, name = _open(path)
+    skipped = 0
+    try:
+        lines = _decoded_lines(stream, name)
+        if kind == "txt":
+            texts: Iterable[str] = (t for line in lines for t in line.splitlines())
+        elif kind == "jsonl":
+            texts = _jsonl_column(lines, name, text_column)
+        else:
+            texts = _delimited_column(lines, name, text_column, "\t" if kind == "tsv" else ",")
+        for text in texts:
+            if text.strip():
+                yield text
+            else:
+                skipped += 1
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if skipped:
+        logger.warning("%s: skipped %d empty line(s)/text(s)", path, skipped)
+
+
+def read_texts(path: str | Path, *, text_column: str = "text", fmt: InputFormat = "auto") -> list[str]:
+    """The non-empty texts of ``path`` as a list (see ``iter_texts``, which streams them)."""
+    return list(iter_texts(path, text_column=text_column, fmt=fmt))
+
+
+def chunked(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Consecutive lists of ``size`` texts (the last one shorter); holds one list at a time."""
+    if size < 1:
+        raise InputError(f"chunk size must be >= 1, got {size}")
+    it = iter(texts)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _delimited_column(lines: Iterator[str], name: str, column: str, delimiter: str) -> Iterator[str]:
+    # The csv module (not str.split): published TSVs quote fields that contain quotes, and a
+    # quoted field may span lines; ``line_num`` counts the physical lines it consumed.
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise InputError(f"{name}: empty file; expected a header line naming the columns {column}") from None
+    except csv.Error as err:
+        raise InputError(f"{name}:1: malformed {'TSV' if delimiter == chr(9) else 'CSV'} row: {err}") from None
+    if column not in header:
+        raise _missing_column(Path(name), column, header)
+    index, width = header.index(column), len(header)
+    blank = 0
+    line = reader.line_num + 1
+    try:
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                blank += 1
+            elif len(fields) != width:
+                shown = delimiter.join(fields)
+                shown = shown if len(shown) <= 80 else shown[:77] + "..."
+                raise InputError(
+                    f"{name}:{line}: expected {width} fields ({', '.join(header)}), got {len(fields)}: {shown!r}"
+                )
+            else:
+                yield fields[index]
+            line = reader.line_num + 1
+    except csv.Error as err:
+        raise InputError(f"{name}:{line}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} row: {err}") from None
+    if blank:
+        logger.warning("%s: skipped %d blank line(s)", name, blank)
+
+
+def _jsonl_column(lines: Iterator[str], name: str, column: str) -> Iterator[str]:
+    blank = 0
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            blank += 1
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{name}:{line_no}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{name}:{line_no}: expected a JSON object per line, got {type(obj).__name__}")
+        if column not in obj:
+            raise InputError(
+                f"{name}:{line_no}: no key {column!r} in this record (keys: {', '.join(map(str, obj))})."
+                + close_hint(column, [str(k) for k in obj])
+            )
+        value = obj[column]
+        if value is None or isinstance(value, (dict, list)):
+            raise InputError(f"{name}:{line_no}: key {column!r} must be a string or number, got {value!r}")
+        yield str(value)
+    if blank:
+        logger.warning("%s: skipped %d blank line(s)", name, blank)

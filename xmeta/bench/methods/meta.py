@@ -45,6 +45,9 @@ def _describe_meta(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
     elif spec.kind == "meta-softkm":
         label += f", transductive: soft k-means x{ctx.options['steps']}"
         details["test_time"] = {"soft_kmeans": dict(ctx.options)}
+    if (precision := ctx.options.get("precision", "fp32")) != "fp32":
+        label += f", {precision} inference"
+        details["precision"] = precision
     return MethodInfo(spec.name, spec.kind, f"{spec.name} ({label})", details, run.training)
 
 
@@ -54,7 +57,7 @@ register_method(
     arg="required",
     arg_name="run dir",
     describe=_describe_meta,
-    options={"batch_size": int, "inner_steps": int | None},  # MetaLearner's keywords
+    options={"batch_size": int, "inner_steps": int | None, "precision": "fp32"},  # MetaLearner's keywords
     help="meta-trained run: meta:<run dir> or meta:default",
 )
 register_method(
@@ -63,7 +66,7 @@ register_method(
     arg="required",
     arg_name="run dir",
     describe=_describe_meta,
-    options={"steps": 10, "lr": 0.01, "batch_size": 64},  # FineTuneLearner's keywords
+    options={"steps": 10, "lr": 0.01, "batch_size": 64, "precision": "fp32"},  # FineTuneLearner's keywords
     help="a meta-trained run whose LoRA adapters and prototype-initialised linear head are fine-tuned on "
     "each support set (SGD) before predicting (P>M>F's fine-tuning stage)",
 )
@@ -73,7 +76,7 @@ register_method(
     arg="required",
     arg_name="run dir",
     describe=_describe_meta,
-    options={"steps": 1, "batch_size": 64},  # SoftKMeansLearner's keywords
+    options={"steps": 1, "batch_size": 64, "precision": "fp32"},  # SoftKMeansLearner's keywords
     help="TRANSDUCTIVE: a meta-trained run (prototype head) whose prototypes are refined with the "
     "unlabelled query set by soft k-means (uses the queries; class-balanced query sets flatter it)",
 )
