@@ -42,11 +42,13 @@ from xmeta.data.mixture import MixedSampler
 from xmeta.data.schema import label_names_of
 from xmeta.errors import XmetaError
 from xmeta.meta import (
+    ActivationCache,
     MetaLearner,
     MetaModel,
     activation_cache_for,
     encoder_config_for,
     meta_step_loss,
+    prebuild_activation_cache,
     save_meta_model,
     tokenize_episode,
 )
@@ -155,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     training = TrainingData.from_records(cfg.data.task, records(sampler, "train") + records(val_episodes, "train"))
     model = MetaModel(encoder, cfg.meta).to(accelerator.device)
     frozen_cache = activation_cache_for(encoder, cfg.activation_cache)  # frozen layers' output, once per example
+    if cfg.activation_cache_dir is not None and isinstance(frozen_cache, ActivationCache):
+        # Filled once over every drawable example and stored, or loaded where an earlier run on the same
+        # encoder and data stored it; the tiled fill makes the values those of filling as episodes go.
+        # The main process writes it; the others then load it. Under the episodes' autocast: the
+        # values depend on the precision.
+        with accelerator.main_process_first(), accelerator.autocast():
+            frozen_cache = prebuild_activation_cache(encoder, sampler.pool_examples(), cfg.activation_cache_dir,
+                                                     write=accelerator.is_main_process)  # fmt: skip
     params = model.meta_params()
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.optim.outer_lr, weight_decay=cfg.optim.weight_decay)
     scheduler = make_scheduler(cfg, optimizer)

@@ -232,3 +232,38 @@ def test_mamlpp_run_with_varying_ways_resumes_exactly_across_its_schedules(tiny_
     assert lrs and all(p_ref[k].shape == (2,) and not torch.allclose(p_ref[k], torch.tensor(0.1)) for k in lrs)
     for k in p_ref:
         torch.testing.assert_close(p_res[k], p_ref[k], rtol=0, atol=0, msg=k)
+
+
+def test_a_prebuilt_activation_cache_is_stored_once_and_reused_with_equal_weights(tiny_setup, tmp_path, caplog):
+    """``activation_cache_dir``: the first run fills the cache over every drawable example and stores
+    it, the second loads the store untouched; both end with the weights of a run that fills the cache
+    as episodes go (the tiled fill's values do not depend on the grouping)."""
+    import logging
+
+    from xmeta.data import EpisodeSampler, load_task
+
+    data, model = tiny_setup
+    store = tmp_path / "activation_caches"
+    args = {"max_steps": 4, "val_every": 0, "checkpoint_every": 4}
+    assert xmeta_main(["train", *overrides(data, model, tmp_path / "plain", **args)]) == 0
+    with caplog.at_level(logging.INFO, logger="xmeta.meta.cache_store"):
+        assert xmeta_main(["train", *overrides(data, model, tmp_path / "a", activation_cache_dir=store, **args)]) == 0
+        (built,) = store.iterdir()
+        manifest = built / "activation_cache.json"
+        stamp = {p.name: p.stat().st_mtime_ns for p in built.iterdir()}
+        assert "saved to" in caplog.text and "reusing" not in caplog.text
+        caplog.clear()
+        assert xmeta_main(["train", *overrides(data, model, tmp_path / "b", activation_cache_dir=store, **args)]) == 0
+    assert f"reusing {built}" in caplog.text and "saved to" not in caplog.text
+    assert list(store.iterdir()) == [built] and {p.name: p.stat().st_mtime_ns for p in built.iterdir()} == stamp
+    # The store holds every example the training sampler can draw (the train split of the train languages).
+    cfg = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    train = load_task("files", data_dir=data, langs=cfg["data"]["train_langs"], splits=["train"])
+    sampler = EpisodeSampler.for_meta_training(train, n_way=3, k_shot=2, q_query=2, seed=0)
+    drawable = {e.uid for e in sampler.pool_examples()}
+    assert json.loads(manifest.read_text())["examples"] == len(drawable) == 2 * 3 * 12
+    assert all(e.uid in drawable for ep in sampler.episodes(20) for e in (*ep.support, *ep.query))
+    p_plain, p_a, p_b = (final_params(tmp_path / name) for name in ("plain", "a", "b"))
+    assert p_plain.keys() == p_a.keys() == p_b.keys()
+    for k in p_plain:
+        assert torch.equal(p_a[k], p_plain[k]) and torch.equal(p_b[k], p_plain[k]), k

@@ -9,7 +9,8 @@ composed (issue 16, commit a0b4c63); re-dumped for issue 17 after checking that 
 differences were the new fields at their defaults (``meta.inner_lr_shape``,
 ``meta.multi_step_loss_steps``, ``meta.first_order_until``, ``data.n_way_min``, ``data.aux_*``), the rename of the
 head-only ProtoMAML config to ``protomaml_head.yaml`` (``output_dir: runs/protomaml_head``; maml.yaml
-extends it and is unchanged), and the new configs.
+extends it and is unchanged), and the new configs. Issue 18 added ``activation_cache_dir: null`` (the new
+TrainConfig field at its default) to every recipes/configs entry; nothing else changed.
 """
 
 from __future__ import annotations

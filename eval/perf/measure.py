@@ -2,8 +2,11 @@
 
 Kinds: ``matmul`` (dense GEMM throughput), ``episode`` (one meta-training episode: seconds,
 FLOPs, peak memory), ``higher`` (the same second-order episode with the ``higher`` library),
-``latency`` (adapting a meta-learned encoder to a 7x5 support set, then per-query prediction)
-and ``icl`` (the in-context baseline's per-query latency). Each prints one JSON line.
+``latency`` (adapting a meta-learned encoder to a 7x5 support set, then per-query prediction),
+``icl`` (the in-context baseline's per-query latency), ``predict`` / ``plain_hf`` (sentences/s of
+``xmeta predict`` and of a plain transformers loop, ``predict_speed.py``), ``icl_flops`` (model
+FLOPs per query of the encoder and the ICL LLM) and ``cache_fill`` (activation-cache fill one
+example at a time against fixed-shape tiles, ``cache_fill.py``). Each prints one JSON line.
 
 Memory: ``peak_rss_mb`` is ``ru_maxrss`` of this process (model loading included);
 ``episode_peak_rss_mb`` is the high-water mark reset after loading and cache filling (Linux
@@ -214,8 +217,35 @@ def measure_icl(spec: dict) -> dict:
     return run(spec)
 
 
+def measure_predict(spec: dict) -> dict:
+    from predict_speed import measure_predict as run  # eval/perf/predict_speed.py
+
+    return run(spec)
+
+
+def measure_plain_hf(spec: dict) -> dict:
+    from predict_speed import measure_plain_hf as run
+
+    return run(spec)
+
+
+def measure_icl_flops(spec: dict) -> dict:
+    from predict_speed import measure_query_flops as run
+
+    return run(spec)
+
+
+def measure_cache_fill(spec: dict) -> dict:
+    """The config's ``cache_fill:`` settings (and the seed) as ``cache_fill.measure_cache_fill``'s
+    keyword arguments: a misspelt setting fails (TypeError naming it) instead of being dropped."""
+    from cache_fill import measure_cache_fill as run  # eval/perf/cache_fill.py
+
+    return run(**{k: v for k, v in spec.items() if k not in ("name", "kind", "threads")})
+
+
 KINDS = {"matmul": measure_matmul, "episode": measure_episode, "higher": measure_higher,
-         "latency": measure_latency, "icl": measure_icl}  # fmt: skip
+         "latency": measure_latency, "icl": measure_icl, "predict": measure_predict, "plain_hf": measure_plain_hf,
+         "icl_flops": measure_icl_flops, "cache_fill": measure_cache_fill}  # fmt: skip
 
 
 def run_child(spec: dict) -> dict:

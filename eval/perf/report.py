@@ -57,7 +57,9 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in res.items():
-        if name in ("matmul", "icl", "icl_bf16") or name.startswith("latency/"):
+        if name in ("matmul", "icl", "icl_bf16", "icl_flops", "cache_fill") or name.startswith(
+            ("latency/", "predict/")
+        ):
             continue
         if "error" in r:
             lines.append(f"| {name} | error: {r['error'][-120:].replace('|', '/').replace(chr(10), ' ')} |" + " |" * 9)
@@ -92,5 +94,61 @@ def render_markdown(report: dict) -> str:
                      f"| {_f(icl.get('prefix_plus_first_query_seconds'))} (prefix {icl.get('prefix_tokens')} tokens + "
                      f"first query) | {_f(icl.get('query_seconds_single'), 3)} | {_f(icl.get('query_seconds_batched'), 3)} "
                      f"| {icl.get('queries')} queries |")  # fmt: skip
+    flops = res.get("icl_flops")
+    if flops and "error" not in flops:
+        lines += ["", f"Model FLOPs per query (FlopCounterMode, {flops.get('queries')} queries): encoder "
+                  f"{_f((flops.get('encoder_flops_per_query') or 0) / 1e9 or None, 2)} GFLOP, ICL "
+                  f"{flops.get('icl_model')} {_f((flops.get('icl_flops_per_query') or 0) / 1e9 or None, 2)} GFLOP "
+                  f"(ratio {_f(flops.get('flop_ratio_icl_over_encoder'), 1)}): the most the ICL / encoder time per "
+                  "query can be at equal FLOP/s."]  # fmt: skip
+    lines += _predict_section(res)
+    lines += _cache_fill_line(res.get("cache_fill"))
     lines += ["", "Every number is in `perf.json` (`measurements`, `targets`, `targets_detail`).", ""]
     return "\n".join(lines)
+
+
+def _predict_section(res: dict) -> list[str]:
+    rows = {n: r for n, r in res.items() if n.startswith("predict/")}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Prediction throughput (`xmeta predict`)",
+        "",
+        "Sentences/s over SIB-200 test sentences of languages never trained on (best of the timed passes). "
+        "xmeta: `meta:default` adapted to a 7-way 5-shot support set, `xmeta predict`'s code path (chunks, "
+        "token-length-sorted batches (the backbone's padded layers when a batch is nearly padding-free, else packed layers), JSON lines). plain HF: `AutoModel` from the cached directory, batches "
+        "of 64 in input order, padded, mean pooling. Floor fraction: model FLOPs per sentence (FlopCounterMode, "
+        "real tokens) x sentences/s / dense matmul FLOP/s at that precision; floor: the sentences/s at that peak.",
+        "",
+        "| measurement | sentences | sentences/s | floor sentences/s | floor fraction | GFLOP/sentence "
+        "| tokens/sentence | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error'][-120:].replace('|', '/').replace(chr(10), ' ')} |" + " |" * 6)
+            continue
+        gflop = r.get("flops_per_sentence") or r.get("flops_executed_per_sentence")
+        lines.append(f"| {name} | {r.get('sentences')} | {_f(r.get('sentences_per_s'), 1)} "
+                     f"| {_f(r.get('floor_sentences_per_s'), 1)} | {_f(r.get('floor_fraction'), 2)} "
+                     f"| {_f((gflop or 0) / 1e9 or None, 2)}{'' if r.get('flops_per_sentence') else ' (executed)'} "
+                     f"| {_f(r.get('real_tokens_per_sentence'), 1)} | {_f(r.get('peak_rss_mb'), 0)} |")  # fmt: skip
+    return lines
+
+
+def _cache_fill_line(r: dict | None) -> list[str]:
+    """The activation-cache fill (eval/perf/cache_fill.py): one example at a time against tiles."""
+    if not r:
+        return []
+    if "error" in r:
+        return ["", f"Activation-cache fill: error: {r['error'][-200:]}"]
+    ms = r.get("ms_per_example", {})
+    per_episode = r.get("per_episode_speedup")
+    return ["", f"Activation-cache fill ({r.get('examples')} examples of {r.get('episodes')} meta-training episodes, "
+            f"{r.get('model')}, layers below {r.get('first_trainable_layer')}, max_length {r.get('max_length')}, "
+            f"{r.get('precision')} fills, {r.get('storage')} storage): one example at a time "
+            f"{_f(ms.get('one_at_a_time'), 2)} ms/example, fixed-shape tiles {_f(ms.get('tiled'), 2)} ms/example "
+            f"(speed-up {_f(r.get('cache_fill_speedup'), 2)}"
+            + ("" if per_episode is None else f"; {_f(per_episode, 2)} when filled episode by episode")
+            + f"); stored values apart by at most {_f(r.get('max_diff_bf16_ulps'), 2)} bf16 ulps."]  # fmt: skip

@@ -317,6 +317,17 @@ class EpisodeSampler:
         """Episodes ``start .. start+count-1``."""
         return [self.episode(i, lang=lang, query_lang=query_lang) for i in range(start, start + count)]
 
+    def pool_examples(self) -> list[Example]:
+        """Every example an episode can draw (support and query pools), each once, in uid order.
+
+        For work done once per example before any episode (e.g. ``prebuild_activation_cache``).
+        ``label`` is the corpus' class id (in an episode it is renumbered to the episode's classes).
+        """
+        keys = {(lang, self.support_split) for lang in self.langs}
+        keys |= {(lang, self.query_split) for lang in self.query_langs or self.langs}
+        rows = sorted({r for key in keys for pool in self.pools.get(key, {}).values() for r in pool})
+        return [self._example(r, self._label[r], self.label_names) for r in rows]
+
     # ----------------------------------------------------------------------------------- leakage / lookup
 
     def leakage_records(self, role: str) -> list[tuple[str, str | None]]:

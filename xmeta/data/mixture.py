@@ -9,7 +9,7 @@ as read by meta-training (``leakage_records``).
 from __future__ import annotations
 
 from xmeta.data.episodes import EpisodeSampler, episode_rng
-from xmeta.interfaces import Episode
+from xmeta.interfaces import Episode, Example
 
 
 class MixedSampler:
@@ -36,3 +36,7 @@ class MixedSampler:
 
     def leakage_records(self, role: str) -> list[tuple[str, str | None]]:
         return self.main.leakage_records(role) + self.aux.leakage_records(role)
+
+    def pool_examples(self) -> list[Example]:
+        """Every example an episode of either task can draw (``EpisodeSampler.pool_examples``)."""
+        return self.main.pool_examples() + self.aux.pool_examples()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from xmeta.meta.cache import PER_EPISODE, RUN_ALL_LAYERS, ActivationCache, FrozenLayers, activation_cache_for
+from xmeta.meta.cache_store import ActivationCacheError, prebuild_activation_cache
 from xmeta.meta.checkpoint import load_meta_model, save_meta_model
 from xmeta.meta.config import MetaConfig
 from xmeta.meta.finetune import FinetuneConfig, FinetuneLearner
@@ -29,6 +30,7 @@ __all__ = [
     "PER_EPISODE",
     "RUN_ALL_LAYERS",
     "ActivationCache",
+    "ActivationCacheError",
     "AdaptedState",
     "AlgorithmSpec",
     "EpisodeHead",
@@ -51,6 +53,7 @@ __all__ = [
     "inference_precision",
     "load_meta_model",
     "meta_step_loss",
+    "prebuild_activation_cache",
     "project",
     "save_meta_model",
     "sgd_inner_loop",

@@ -14,12 +14,20 @@ real tokens only (no padding) in a compact buffer, and hands out packed batches 
     batch = tokenize_episode(encoder, episode, cache_frozen=cache)
     loss, metrics = meta_step_loss(model, params, batch)
 
-Determinism: by default each example is computed on its own (nothing is padded, no attention
-mask), so its cached value does not depend on which other examples were missing at the same
-time: a resumed run refills the cache with bitwise the same values and reproduces the run.
-That costs ~25% more fill time on multilingual-e5-small than ``batched_fill=True`` (examples of
-equal token length computed together), whose values can differ in the last bits with the
-grouping (matrix-multiply kernels are not guaranteed row-independent).
+Determinism: the cache fills in fixed-shape tiles. Examples are grouped by token length rounded
+up to ``FILL_WIDTH_STEP`` (the tile width W), right-padded to W with masked keys, and run
+``fill_batch_tokens // W`` sequences at a time; a partial tile is completed with copies whose
+values are dropped. Every matrix multiply and attention call of an example's tile then has the
+same shape whatever else is in it, so its cached value is bitwise the same however the examples
+were grouped (checked on the CPU kernels in fp32 and bf16: tests/test_cache_fill.py), and a
+resumed run refills identical values. Packing a batch without padding would not give that: the
+GEMM kernels choose their blocking by the number of rows, so a token's last bits depend on how
+many tokens share its batch. ``batched_fill=False`` computes one example at a time (the former
+default, ~10x slower: eval/perf/cache_fill.py); the two agree to float round-off.
+
+Reuse across runs: ``xmeta.meta.cache_store`` saves a filled cache, verified on load, and
+``prebuild_activation_cache`` there fills one over a run's examples once and reuses it in later
+runs on the same encoder and data (the recipe's ``activation_cache_dir``).
 
 Numerics: the frozen layers always run without dropout (the backbone in eval mode), under the
 caller's autocast. bf16 storage rounds the cached hidden states to 8 significant bits (relative
@@ -46,12 +54,17 @@ from xmeta.interfaces import Example
 from xmeta.meta.modes import eval_mode
 from xmeta.models.encoder import Encoder
 from xmeta.models.inputs import EncoderInputs, HiddenStates, PackedStates
+from xmeta.models.packed import PackedLayout, packed_bert_layer
 
 logger = logging.getLogger(__name__)
 
 # numpy has no bfloat16: memory-mapped bf16 rows are stored as int16 bit patterns and viewed back.
 _NUMPY_STORAGE = {torch.bfloat16: np.int16, torch.float16: np.float16, torch.float32: np.float32,
                   torch.float64: np.float64}  # fmt: skip
+FILL_WIDTH_STEP = 8  # tile widths: token lengths rounded up to a multiple of this
+# Cells per fill tile: enough rows for efficient GEMMs, few enough that an episode's handful of new
+# examples per width does not pay for a mostly empty tile.
+FILL_BATCH_TOKENS = 1024
 
 
 class FrozenLayers:
@@ -102,9 +115,10 @@ class ActivationCache(FrozenLayers):
         directory: where the memory-mapped store goes once it outgrows ``memory_limit_mb``;
             None: a temporary directory, removed by ``close``.
         memory_limit_mb: in-memory size beyond which the store moves to a memory-mapped file.
-        batched_fill: compute examples of equal token length together (faster fills, but the
-            values then depend in the last bits on the grouping; see the module docstring).
-        fill_batch_tokens: at most this many tokens per forward pass with ``batched_fill``.
+        batched_fill: compute examples in fixed-shape tiles (the default: the same values
+            whatever the grouping, see the module docstring); False: one example at a time.
+        fill_batch_tokens: cells (sequences x tile width) per tile with ``batched_fill``. Values
+            depend on it in the last bits: keep it fixed for a run and its resumptions.
 
     Raises:
         NotImplementedError: for an encoder whose layers cannot run packed.
@@ -117,8 +131,8 @@ class ActivationCache(FrozenLayers):
         dtype: torch.dtype = torch.bfloat16,
         directory: str | Path | None = None,
         memory_limit_mb: float = 2048.0,
-        batched_fill: bool = False,
-        fill_batch_tokens: int = 8192,
+        batched_fill: bool = True,
+        fill_batch_tokens: int = FILL_BATCH_TOKENS,
     ) -> None:
         if not encoder.supports_packing:
             raise NotImplementedError(f"ActivationCache needs a BERT-style encoder, got {type(encoder.backbone)}")
@@ -132,6 +146,9 @@ class ActivationCache(FrozenLayers):
         self._directory = Path(directory) if directory is not None else None
         self._tmpdir: Path | None = None
         self._memmap: np.memmap | None = None
+        self._borrowed = False  # the mapped file is a stored cache's: never written to
+        self._precision: str | None = None  # the autocast dtype of the fills ("mixed" if they differed)
+        self.loaded_from: Path | None = None
         self._store = torch.empty(0, encoder.hidden_size, dtype=dtype)
         self._used = 0
         self._index: dict[str, tuple[int, int, int]] = {}  # uid -> (first row, n tokens, crc32 of text)
@@ -160,10 +177,16 @@ class ActivationCache(FrozenLayers):
     def memory_mapped(self) -> bool:
         return self._memmap is not None
 
-    def stats(self) -> dict[str, float | int | bool]:
+    @property
+    def fill_precision(self) -> str | None:
+        """The autocast dtype the held values were computed under ("mixed" if fills differed; None: none yet)."""
+        return self._precision
+
+    def stats(self) -> dict[str, object]:
         return {"examples": len(self), "tokens": self._used, "bytes": self.nbytes, "hits": self.hits,
                 "misses": self.misses, "fill_seconds": round(self.fill_seconds, 3),
-                "memory_mapped": self.memory_mapped, "layer": self.layer}  # fmt: skip
+                "memory_mapped": self.memory_mapped, "layer": self.layer,
+                "loaded_from": None if self.loaded_from is None else str(self.loaded_from)}  # fmt: skip
 
     # ---- filling and reading ------------------------------------------------------------------
 
@@ -176,7 +199,7 @@ class ActivationCache(FrozenLayers):
         self._check_layout()
         todo: dict[str, tuple[str, int]] = {}
         for ex in examples:
-            crc = _crc(ex.text)
+            crc = text_crc(ex.text)
             hit = self._index.get(ex.uid)
             if hit is not None:
                 if hit[2] != crc:
@@ -190,26 +213,60 @@ class ActivationCache(FrozenLayers):
         start = time.perf_counter()
         uids = list(todo)
         ids = self.encoder.token_ids([todo[u][0] for u in uids])
-        by_len: dict[int, list[int]] = {}
-        for i, seq in enumerate(ids):
-            by_len.setdefault(len(seq), []).append(i)
-        enc = self.encoder
+        precision = autocast_precision(self.encoder.device.type)
+        if self._precision is not None and self._precision != precision:
+            if self._precision != "mixed":
+                logger.warning("activation cache: filled under %s, now under %s: its values mix precisions",
+                               self._precision, precision)  # fmt: skip
+            precision = "mixed"
+        self._precision = precision
         # Frozen layers without dropout (the same value in every episode); the modes found are restored.
-        with eval_mode(enc), torch.no_grad():
-            for length, members in sorted(by_len.items()):
-                per_batch = max(1, self.fill_batch_tokens // length)  # 1 unless batched_fill
-                for j in range(0, len(members), per_batch):
-                    chunk = members[j : j + per_batch]
-                    input_ids = torch.tensor([ids[i] for i in chunk], dtype=torch.long, device=enc.device)
-                    mask = torch.ones_like(input_ids)  # equal lengths: no padding, no mask effects
-                    h = enc.hidden_states_at(input_ids, mask, layer=self.layer)
-                    rows = self._reserve(len(chunk) * length)
-                    self._store[rows : rows + len(chunk) * length] = h.reshape(-1, h.shape[-1]).to("cpu", self.dtype)
-                    for n, i in enumerate(chunk):
-                        self._index[uids[i]] = (rows + n * length, length, todo[uids[i]][1])
+        with eval_mode(self.encoder), torch.no_grad():
+            if self.fill_batch_tokens:
+                self._fill_tiles(uids, ids, [todo[u][1] for u in uids])
+            else:
+                for uid, seq in zip(uids, ids):
+                    input_ids = torch.tensor([seq], dtype=torch.long, device=self.encoder.device)
+                    h = self.encoder.hidden_states_at(input_ids, torch.ones_like(input_ids), layer=self.layer)
+                    self._put(uid, h[0], todo[uid][1])
         self.misses += len(uids)
         self.fill_seconds += time.perf_counter() - start
         return len(uids)
+
+    def tile_width(self, n_tokens: int) -> int:
+        """The fill-tile width of an example of ``n_tokens`` tokens."""
+        return min(-(-n_tokens // FILL_WIDTH_STEP) * FILL_WIDTH_STEP, max(n_tokens, self.encoder.cfg.max_length))
+
+    def _fill_tiles(self, uids: list[str], ids: list[list[int]], crcs: list[int]) -> None:
+        enc, dev = self.encoder, self.encoder.device
+        pad = enc.tokenizer.pad_token_id or 0
+        eager = enc.attn_implementation == "eager"
+        by_width: dict[int, list[int]] = {}
+        for i, seq in enumerate(ids):
+            by_width.setdefault(self.tile_width(len(seq)), []).append(i)
+        for width, members in sorted(by_width.items()):
+            per_tile = max(1, self.fill_batch_tokens // width)
+            for j in range(0, len(members), per_tile):
+                chunk = members[j : j + per_tile]
+                # A partial tile is completed with copies of its first example (dropped below): the
+                # tile's shape, hence every kernel's blocking, never depends on the grouping.
+                rows = [ids[i] for i in chunk] + [ids[chunk[0]]] * (per_tile - len(chunk))
+                grid = torch.full((per_tile, width), pad, dtype=torch.long)
+                for r, seq in enumerate(rows):
+                    grid[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                h = enc.backbone.embeddings(input_ids=grid.to(dev))
+                h = h.reshape(per_tile * width, h.shape[-1])
+                layout = PackedLayout.grid([len(seq) for seq in rows], width, dev)
+                for layer in enc.backbone.encoder.layer[: self.layer]:
+                    h = packed_bert_layer(layer, h, layout, eager)
+                h = h.view(per_tile, width, -1)
+                for r, i in enumerate(chunk):
+                    self._put(uids[i], h[r, : len(ids[i])], crcs[i])
+
+    def _put(self, uid: str, h: torch.Tensor, crc: int) -> None:
+        first = self._reserve(h.shape[0])
+        self._store[first : first + h.shape[0]] = h.to("cpu", self.dtype)
+        self._index[uid] = (first, h.shape[0], crc)
 
     def inputs(
         self, encoder: Encoder, groups: Sequence[Sequence[Example]], device: torch.device
@@ -255,7 +312,7 @@ class ActivationCache(FrozenLayers):
     def close(self) -> None:
         """Drop the store (and the temporary memory-mapped file, if one was made)."""
         self._store = torch.empty(0, self._store.shape[1], dtype=self.dtype)
-        self._memmap = None
+        self._memmap, self._borrowed = None, False
         self._index.clear()
         self._used = 0
         if self._tmpdir is not None:
@@ -265,6 +322,31 @@ class ActivationCache(FrozenLayers):
     def __del__(self) -> None:  # pragma: no cover - best effort for temporary files
         if getattr(self, "_tmpdir", None) is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    # ---- what xmeta.meta.cache_store saves and loads ------------------------------------------
+
+    def contents(self) -> tuple[torch.Tensor, dict[str, tuple[int, int, int]]]:
+        """The held rows (real tokens, in fill order; a view) and the index: uid -> (first row,
+        number of tokens, crc32 of the text)."""
+        return self._store[: self._used], dict(self._index)
+
+    def attach_stored(
+        self, path: Path, n_rows: int, index: dict[str, tuple[int, int, int]], precision: str | None
+    ) -> None:
+        """Hold the rows of a stored cache (``path``: ``n_rows`` raw rows of this cache's dtype) with
+        their index, replacing what is held. Read into memory, or memory-mapped copy-on-write past
+        ``memory_limit_mb``: the stored file is never written (growing copies the rows first).
+        ``cache_store.load_activation_cache`` verifies the files before calling this."""
+        self.close()
+        shape = (n_rows, self._store.shape[1])
+        if n_rows * shape[1] * self._store.element_size() > self.memory_limit_bytes:
+            self._memmap = np.memmap(path, dtype=_NUMPY_STORAGE[self.dtype], mode="c", shape=shape)
+            self._store, self._borrowed = torch.from_numpy(self._memmap).view(self.dtype), True
+        else:
+            raw = np.fromfile(path, dtype=_NUMPY_STORAGE[self.dtype]).reshape(shape)
+            self._store = torch.from_numpy(raw).view(self.dtype)
+        self._used, self._index, self._precision = n_rows, dict(index), precision
+        self.loaded_from = Path(path).parent
 
     # ---- storage ------------------------------------------------------------------------------
 
@@ -286,6 +368,8 @@ class ActivationCache(FrozenLayers):
 
     def _grow(self, capacity: int) -> None:
         width, item = self._store.shape[1], self._store.element_size()
+        if self._borrowed:  # a stored cache's file is never written: go on in memory or in a file of ours
+            self._store, self._memmap, self._borrowed = self._store[: self._used].clone(), None, False
         if self._memmap is None and capacity * width * item <= self.memory_limit_bytes:
             new = torch.empty(capacity, width, dtype=self.dtype)
             new[: self._used] = self._store[: self._used]
@@ -315,8 +399,16 @@ class ActivationCache(FrozenLayers):
         return directory / f"activations-layer{self.layer}-{dtype}-{os.getpid()}-{id(self):x}.bin"
 
 
-def _crc(text: str) -> int:
+def text_crc(text: str) -> int:
+    """crc32 of ``text`` (UTF-8): the index keeps it to tell a reused uid from a changed text."""
     return zlib.crc32(text.encode("utf-8"))
+
+
+def autocast_precision(device_type: str = "cpu") -> str:
+    """The autocast dtype in force on ``device_type`` ("float32" without autocast): fills' values depend on it."""
+    if torch.is_autocast_enabled(device_type):
+        return str(torch.get_autocast_dtype(device_type)).removeprefix("torch.")
+    return "float32"
 
 
 def activation_cache_for(encoder: Encoder, enabled: bool = True, **kwargs: object) -> FrozenLayers:

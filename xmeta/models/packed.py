@@ -111,6 +111,7 @@ class PackedLayout:
     gather: Tensor
     scatter: Tensor
     batch: int
+    identity: bool = False  # one bucket whose grid is the rows themselves (``grid``): no gather/scatter
 
     @classmethod
     def of(cls, lengths: Tensor) -> PackedLayout:
@@ -166,6 +167,26 @@ class PackedLayout:
         scatter = torch.nonzero(torch.cat(valids)).squeeze(1)
         return cls(lengths, order, segment, firsts, buckets, gather, scatter, batch)
 
+    @classmethod
+    def grid(cls, lengths: Sequence[int], width: int, device: torch.device | None = None) -> PackedLayout:
+        """A fixed ``(len(lengths), width)`` grid of right-padded sequences, rows ``i * width + j``.
+
+        Every cell is a row of ``h`` (padding rows included), the keys beyond each length are
+        masked (always, even where none is padding), and nothing is reordered. The shapes of the
+        computation therefore depend only on ``(len(lengths), width)``, never on which sequences
+        share the grid: ``ActivationCache`` relies on this for values independent of the batch.
+        For running layers only: pooling over it would count the padding cells.
+        """
+        n = len(lengths)
+        if n == 0 or min(lengths) < 1 or max(lengths) > width:
+            raise ValueError(f"grid lengths must be in [1, {width}], got {list(lengths)}")
+        lt = torch.tensor(list(lengths), device=device)
+        valid = torch.arange(width, device=device).unsqueeze(0) < lt.unsqueeze(1)
+        cells = torch.arange(n * width, device=device)
+        segment = torch.arange(n, device=device).repeat_interleave(width)
+        firsts = torch.arange(0, n * width, width, device=device)
+        return cls(lt, None, segment, firsts, [_Bucket(n, width, valid[:, None, None, :])], cells, cells, n, True)
+
     def sort(self, h: Tensor) -> Tensor:
         return h if self.order is None else h.index_select(0, self.order)
 
@@ -178,7 +199,7 @@ def packed_bert_layer(layer: nn.Module, h: Tensor, layout: PackedLayout, eager: 
     sizes = [b.n * b.width for b in layout.buckets]
 
     def grids(x: Tensor) -> list[Tensor]:  # (T, H*dh) -> per bucket (n, H, width, dh), one gather
-        cells = x.index_select(0, layout.gather).split(sizes)
+        cells = [x] if layout.identity else x.index_select(0, layout.gather).split(sizes)
         return [c.view(b.n, b.width, heads, head_dim).transpose(1, 2) for c, b in zip(cells, layout.buckets)]
 
     parts = []
@@ -192,7 +213,9 @@ def packed_bert_layer(layer: nn.Module, h: Tensor, layout: PackedLayout, eager: 
         else:
             ctx = _sdpa(qb, kb, vb, b.keep, p_drop, sa.scaling)
         parts.append(ctx.transpose(1, 2).reshape(b.n * b.width, heads * head_dim))
-    ctx = (parts[0] if len(parts) == 1 else torch.cat(parts)).index_select(0, layout.scatter)
+    ctx = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if not layout.identity:
+        ctx = ctx.index_select(0, layout.scatter)
     attn = layer.attention.output(ctx, h)
     return layer.output(layer.intermediate(attn), attn)
 

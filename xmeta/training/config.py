@@ -134,6 +134,10 @@ class TrainConfig:
         log_every: metrics to JSONL / trackers every N steps.
         trackers: accelerate trackers to log to ("tensorboard" when installed; [] for none).
         activation_cache: cache the frozen layers' outputs below the lowest adapter (exact, faster).
+        activation_cache_dir: where pre-built activation caches live: the run fills the cache over
+            every example it can draw once and saves it there, and later runs (a resumption, another
+            seed) on the same encoder and data load it instead of refilling (``xmeta.meta.cache_store``).
+            None: filled in memory as episodes need it, per run.
     """
 
     output_dir: str = "runs/meta"
@@ -149,6 +153,7 @@ class TrainConfig:
     log_every: int = 1
     trackers: tuple[str, ...] = ("tensorboard",)
     activation_cache: bool = True
+    activation_cache_dir: str | None = None
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     data: DataConfig = field(default_factory=DataConfig)
