@@ -38,7 +38,20 @@ def test_adapt_swahili_from_7x5_examples(real_run, data_dir, tmp_path, capsys):
 
     preds = tmp_path / "preds.jsonl"
     assert (
-        xmeta_main(["predict", "--model", str(out), "--input", str(lang_dir / "test.tsv"), "--output", str(preds)]) == 0
+        xmeta_main(
+            [
+                "predict",
+                "--model",
+                str(out),
+                "--input",
+                str(lang_dir / "test.tsv"),
+                "--output",
+                str(preds),
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0  # compared label for label with the (fp32) Python API below
     )
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
     gold = [r.values[1] for r in read_rows(lang_dir / "test.tsv", ["text", "category"])]

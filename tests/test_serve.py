@@ -97,7 +97,8 @@ def test_classify_gives_the_numbers_of_xmeta_predict(served, tiny, tmp_path):
     texts = [t for t, _ in rows(tiny["data"], "test")]
     inp, out = tmp_path / "texts.txt", tmp_path / "preds.jsonl"
     inp.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    assert xmeta_main(["predict", "--model", str(tiny["ccc"]), "--input", str(inp), "--output", str(out)]) == 0
+    argv = ["predict", "--model", str(tiny["ccc"]), "--input", str(inp), "--output", str(out), "--precision", "fp32"]
+    assert xmeta_main(argv) == 0  # the served models are loaded in fp32 (the library's default)
     offline = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     got = []
     for start in range(0, len(texts), 8):
