@@ -223,10 +223,12 @@ TARGETS = {
 
 
 def default_precision() -> str:
-    """xmeta's default inference precision: the default of ``xmeta predict --precision``."""
+    """xmeta's default inference precision on this machine: ``xmeta predict --precision``'s default,
+    resolved (``auto`` is bf16 where the CPU or GPU has bf16 units)."""
+    from xmeta.adaptation.predictor import resolve_precision
     from xmeta.commands.predict import DEFAULT_PRECISION
 
-    return DEFAULT_PRECISION
+    return resolve_precision(DEFAULT_PRECISION)
 
 
 def targets(results: dict) -> tuple[dict, dict]:
