@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from toy_task import randomize_adapters, toy_encoder, toy_episode
+from toy_task import randomize_adapters, toy_encoder, toy_episode, toy_meta_model
 
 from xmeta.meta import (
     MetaConfig,
@@ -20,12 +20,7 @@ from xmeta.meta import (
 from xmeta.meta.functional import encoder_features
 from xmeta.models.heads import PrototypeHead, proto_logits, prototypes
 
-
-def _model(seed: int = 0, **cfg: object) -> MetaModel:
-    meta = MetaConfig(**cfg)
-    enc = toy_encoder(encoder_config_for(toy_encoder().cfg, meta), seed=seed)  # eager if second order
-    randomize_adapters(enc, std=0.2, seed=seed)  # non-zero B: A's first inner gradient is not zero
-    return MetaModel(enc, meta)
+_model = toy_meta_model  # eager when second order; non-zero LoRA B (A gets a first-step gradient)
 
 
 def _meta_grad(model: MetaModel, ep, cfg: MetaConfig | None = None) -> dict[str, torch.Tensor]:

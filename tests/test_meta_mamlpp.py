@@ -8,24 +8,18 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_task import randomize_adapters, toy_encoder, toy_episode
+from toy_task import toy_episode, toy_meta_model
 
 from xmeta.meta import (
     MetaConfig,
     MetaModel,
     adapt_episode,
-    encoder_config_for,
     episode_logits,
     meta_step_loss,
     tokenize_episode,
 )
 
-
-def _model(**cfg: object) -> MetaModel:
-    meta = MetaConfig(**cfg)
-    enc = toy_encoder(encoder_config_for(toy_encoder().cfg, meta), seed=0)
-    randomize_adapters(enc, std=0.2, seed=0)
-    return MetaModel(enc, meta)
+_model = toy_meta_model  # eager when second order; non-zero LoRA B (A gets a first-step gradient)
 
 
 def _grads(model: MetaModel, ep, cfg: MetaConfig | None = None, step: int | None = None) -> dict[str, torch.Tensor]:

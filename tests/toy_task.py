@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import TYPE_CHECKING
 
 import torch
 from tiny_models import tiny_encoder, tiny_tokenizer
 
 from xmeta.interfaces import Episode, Example
 from xmeta.models.encoder import Encoder, EncoderConfig
+
+if TYPE_CHECKING:
+    from xmeta.meta import MetaModel
 
 N_CLASSES = 10
 KEYWORDS_PER_CLASS = 4
@@ -82,3 +86,14 @@ def randomize_adapters(module: Encoder, std: float = 0.1, seed: int = 0) -> None
         for name, p in module.named_parameters():
             if "lora_" in name:
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
+
+
+def toy_meta_model(seed: int = 0, **cfg: object) -> MetaModel:
+    """A ``MetaModel`` over ``toy_encoder`` (eager attention when ``cfg`` is second order) with
+    randomised adapters (std 0.2): what the meta-gradient tests differentiate."""
+    from xmeta.meta import MetaConfig, MetaModel, encoder_config_for
+
+    meta = MetaConfig(**cfg)
+    enc = toy_encoder(encoder_config_for(toy_encoder().cfg, meta), seed=seed)
+    randomize_adapters(enc, std=0.2, seed=seed)
+    return MetaModel(enc, meta)

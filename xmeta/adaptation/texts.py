@@ -12,8 +12,6 @@ than memory can be classified in chunks (``chunked``). Its errors are those of
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
@@ -21,7 +19,7 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from xmeta.data.readers import _SUFFIX_FORMATS, _missing_column, close_hint
+from xmeta.data.readers import _SUFFIX_FORMATS, iter_rows
 from xmeta.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -87,10 +85,8 @@ def iter_texts(path: str | Path, *, text_column: str = "text", fmt: InputFormat 
         lines = _decoded_lines(stream, name)
         if kind == "txt":
             texts: Iterable[str] = (t for line in lines for t in line.splitlines())
-        elif kind == "jsonl":
-            texts = _jsonl_column(lines, name, text_column)
-        else:
-            texts = _delimited_column(lines, name, text_column, "\t" if kind == "tsv" else ",")
+        else:  # the dataset readers' row parser, one line at a time
+            texts = (row.values[0] for row in iter_rows(lines, name, [text_column], kind))
         for text in texts:
             if text.strip():
                 yield text
@@ -115,62 +111,3 @@ def chunked(texts: Iterable[str], size: int) -> Iterator[list[str]]:
     it = iter(texts)
     while chunk := list(islice(it, size)):
         yield chunk
-
-
-def _delimited_column(lines: Iterator[str], name: str, column: str, delimiter: str) -> Iterator[str]:
-    # The csv module (not str.split): published TSVs quote fields that contain quotes, and a
-    # quoted field may span lines; ``line_num`` counts the physical lines it consumed.
-    reader = csv.reader(lines, delimiter=delimiter)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise InputError(f"{name}: empty file; expected a header line naming the columns {column}") from None
-    except csv.Error as err:
-        raise InputError(f"{name}:1: malformed {'TSV' if delimiter == chr(9) else 'CSV'} row: {err}") from None
-    if column not in header:
-        raise _missing_column(Path(name), column, header)
-    index, width = header.index(column), len(header)
-    blank = 0
-    line = reader.line_num + 1
-    try:
-        for fields in reader:
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                blank += 1
-            elif len(fields) != width:
-                shown = delimiter.join(fields)
-                shown = shown if len(shown) <= 80 else shown[:77] + "..."
-                raise InputError(
-                    f"{name}:{line}: expected {width} fields ({', '.join(header)}), got {len(fields)}: {shown!r}"
-                )
-            else:
-                yield fields[index]
-            line = reader.line_num + 1
-    except csv.Error as err:
-        raise InputError(f"{name}:{line}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} row: {err}") from None
-    if blank:
-        logger.warning("%s: skipped %d blank line(s)", name, blank)
-
-
-def _jsonl_column(lines: Iterator[str], name: str, column: str) -> Iterator[str]:
-    blank = 0
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            blank += 1
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{name}:{line_no}: not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{name}:{line_no}: expected a JSON object per line, got {type(obj).__name__}")
-        if column not in obj:
-            raise InputError(
-                f"{name}:{line_no}: no key {column!r} in this record (keys: {', '.join(map(str, obj))})."
-                + close_hint(column, [str(k) for k in obj])
-            )
-        value = obj[column]
-        if value is None or isinstance(value, (dict, list)):
-            raise InputError(f"{name}:{line_no}: key {column!r} must be a string or number, got {value!r}")
-        yield str(value)
-    if blank:
-        logger.warning("%s: skipped %d blank line(s)", name, blank)

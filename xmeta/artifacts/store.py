@@ -13,12 +13,13 @@ for the default adapter) before anything is loaded. This module is torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from xmeta.artifacts.manifest import (
@@ -142,27 +143,43 @@ def write_artifact(directory: str | os.PathLike[str], manifest: Manifest, writer
         raise ArtifactError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not has_manifest(out):
         raise ArtifactError(f"{out}: directory exists and is not an xmeta artifact; choose a new or empty directory")
+    with atomic_directory(out) as tmp:
+        for name, write in writers.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            write(tmp / name)
+        _user_modes(tmp)
+        manifest.files = describe_files(tmp)
+        text = json.dumps(manifest.to_json(), indent=1, ensure_ascii=False) + "\n"
+        (tmp / MANIFEST).write_text(text, encoding="utf-8")
+    manifest.root = out
+    return out
+
+
+@contextlib.contextmanager
+def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary sibling of ``directory`` to fill; when the block ends without error its files
+    are synced and it replaces ``directory`` by rename (a reader sees the old directory or the new
+    one, never a mix). On any error it is removed. Errors of the disk name ``directory``
+    (``xmeta.errors.writing``). Callers check first that ``directory`` may be replaced.
+    """
+    out = Path(directory)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     with writing(out):
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            for name, write in writers.items():
-                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                write(tmp / name)
-            _user_modes(tmp)
-            manifest.files = describe_files(tmp)
-            text = json.dumps(manifest.to_json(), indent=1, ensure_ascii=False) + "\n"
-            (tmp / MANIFEST).write_text(text, encoding="utf-8")
+            yield tmp
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())  # on disk before the rename makes it visible
             if out.exists():
                 os.replace(out, old)
             os.replace(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
-    manifest.root = out
-    return out
 
 
 def _user_modes(root: Path) -> None:

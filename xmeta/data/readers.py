@@ -12,7 +12,7 @@ import difflib
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -96,30 +96,42 @@ def read_rows(path: str | Path, columns: Sequence[str], fmt: Format | None = Non
     """
     path = Path(path)
     fmt = fmt or detect_format(path)
-    text = _read_text(path)
+    return list(iter_rows(io.StringIO(_read_text(path), newline=""), str(path), columns, fmt))
+
+
+def iter_rows(lines: Iterable[str], name: str, columns: Sequence[str], fmt: Format) -> Iterator[Row]:
+    """Stream :class:`Row` objects from lines of a TSV/CSV/JSONL file (``read_rows`` collects them;
+    ``xmeta predict`` streams files larger than memory through it). ``name`` prefixes errors.
+
+    Raises:
+        InputError: as ``read_rows``, when the stream reaches the problem.
+    """
     if fmt == "jsonl":
-        return _read_jsonl(path, text, columns)
-    return _read_delimited(path, text, columns, "\t" if fmt == "tsv" else ",")
+        return _iter_jsonl(lines, name, columns)
+    return _iter_delimited(lines, name, columns, "\t" if fmt == "tsv" else ",")
 
 
-def _read_delimited(path: Path, text: str, columns: Sequence[str], delimiter: str) -> list[Row]:
+def _iter_delimited(lines: Iterable[str], name: str, columns: Sequence[str], delimiter: str) -> Iterator[Row]:
     # The csv module (not str.split) because published TSVs quote fields that contain quotes,
-    # e.g. SIB-200's Arabic-script files: "...""quoted""..." must come back as ...\"quoted\"...
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # e.g. SIB-200's Arabic-script files: "...""quoted""..." must come back as ...\"quoted\"...;
+    # a quoted field may span lines, and ``line_num`` counts the physical lines it consumed.
+    reader = csv.reader(lines, delimiter=delimiter)
+    kind = "TSV" if delimiter == "\t" else "CSV"
     try:
         header = next(reader)
     except StopIteration:
         raise InputError(
-            f"{path}: empty file; expected a header line naming the columns {', '.join(columns)}"
+            f"{name}: empty file; expected a header line naming the columns {', '.join(columns)}"
         ) from None
+    except csv.Error as err:
+        raise InputError(f"{name}:1: malformed {kind} row: {err}") from None
     header = [h.strip() for h in header]
-    index = {name: i for i, name in enumerate(header)}
+    index = {column: i for i, column in enumerate(header)}
     for column in columns:
         if column not in index:
-            raise _missing_column(path, column, header)
+            raise _missing_column(Path(name), column, header)
     wanted = [index[c] for c in columns]
     width = len(header)
-    rows: list[Row] = []
     blank = 0
     line = reader.line_num + 1
     try:
@@ -130,43 +142,40 @@ def _read_delimited(path: Path, text: str, columns: Sequence[str], delimiter: st
                 shown = delimiter.join(fields)
                 shown = shown if len(shown) <= 80 else shown[:77] + "..."
                 raise InputError(
-                    f"{path}:{line}: expected {width} fields ({', '.join(header)}), got {len(fields)}: {shown!r}"
+                    f"{name}:{line}: expected {width} fields ({', '.join(header)}), got {len(fields)}: {shown!r}"
                 )
             else:
-                rows.append(Row(line, tuple(fields[i] for i in wanted)))
+                yield Row(line, tuple(fields[i] for i in wanted))
             line = reader.line_num + 1
     except csv.Error as err:
-        raise InputError(f"{path}:{line}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} row: {err}") from None
+        raise InputError(f"{name}:{line}: malformed {kind} row: {err}") from None
     if blank:
-        log.warning("%s: skipped %d blank line(s)", path, blank)
-    return rows
+        log.warning("%s: skipped %d blank line(s)", name, blank)
 
 
-def _read_jsonl(path: Path, text: str, columns: Sequence[str]) -> list[Row]:
-    rows: list[Row] = []
+def _iter_jsonl(lines: Iterable[str], name: str, columns: Sequence[str]) -> Iterator[Row]:
     blank = 0
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             blank += 1
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{line_no}: not valid JSON ({err.msg} at column {err.colno})") from None
+            raise InputError(f"{name}:{line_no}: not valid JSON ({err.msg} at column {err.colno})") from None
         if not isinstance(obj, dict):
-            raise InputError(f"{path}:{line_no}: expected a JSON object per line, got {type(obj).__name__}")
+            raise InputError(f"{name}:{line_no}: expected a JSON object per line, got {type(obj).__name__}")
         values = []
         for column in columns:
             if column not in obj:
                 raise InputError(
-                    f"{path}:{line_no}: no key {column!r} in this record (keys: {', '.join(map(str, obj))})."
+                    f"{name}:{line_no}: no key {column!r} in this record (keys: {', '.join(map(str, obj))})."
                     + close_hint(column, [str(k) for k in obj])
                 )
             value = obj[column]
             if value is None or isinstance(value, (dict, list)):
-                raise InputError(f"{path}:{line_no}: key {column!r} must be a string or number, got {value!r}")
+                raise InputError(f"{name}:{line_no}: key {column!r} must be a string or number, got {value!r}")
             values.append(str(value))
-        rows.append(Row(line_no, tuple(values)))
+        yield Row(line_no, tuple(values))
     if blank:
-        log.warning("%s: skipped %d blank line(s)", path, blank)
-    return rows
+        log.warning("%s: skipped %d blank line(s)", name, blank)

@@ -22,14 +22,15 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
-from xmeta.errors import InputError, writing
+from xmeta.artifacts.manifest import file_digest
+from xmeta.artifacts.store import atomic_directory
+from xmeta.errors import InputError
 from xmeta.interfaces import Example
 from xmeta.meta.cache import FILL_WIDTH_STEP, ActivationCache, autocast_precision, text_crc
 from xmeta.models.encoder import Encoder
@@ -78,28 +79,15 @@ def save_activation_cache(cache: ActivationCache, directory: str | os.PathLike[s
     out = Path(directory)
     if out.exists() and not (out / CACHE_MANIFEST).is_file() and any(out.iterdir()):
         raise ActivationCacheError(f"{out}: exists and is not an activation cache; choose a new or empty directory")
-    tmp, old = out.with_name(f".{out.name}.tmp-{os.getpid()}"), out.with_name(f".{out.name}.old-{os.getpid()}")
     rows, index = cache.contents()
-    with writing(out):
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            rows.contiguous().view(torch.uint8).numpy().tofile(tmp / _ROWS)  # raw rows, any dtype
-            entries = [[uid, first, n, crc] for uid, (first, n, crc) in index.items()]
-            (tmp / _INDEX).write_text(json.dumps(entries), encoding="utf-8")
-            files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": _file_sha256(tmp / n)} for n in _FILES}
-            manifest = {"key": activation_cache_key(cache), "examples": len(index), "tokens": rows.shape[0],
-                        "files": files}  # fmt: skip
-            (tmp / CACHE_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-            for f in (tmp / n for n in (*_FILES, CACHE_MANIFEST)):
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())  # on disk before the rename makes it visible
-            if out.exists():
-                os.replace(out, old)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(out) as tmp:
+        rows.contiguous().view(torch.uint8).numpy().tofile(tmp / _ROWS)  # raw rows, any dtype
+        entries = [[uid, first, n, crc] for uid, (first, n, crc) in index.items()]
+        (tmp / _INDEX).write_text(json.dumps(entries), encoding="utf-8")
+        files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": file_digest(tmp / n)} for n in _FILES}
+        manifest = {"key": activation_cache_key(cache), "examples": len(index), "tokens": rows.shape[0],
+                    "files": files}  # fmt: skip
+        (tmp / CACHE_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return out
 
 
@@ -129,7 +117,7 @@ def _load(root: Path, cache: ActivationCache) -> ActivationCache:
         raise ActivationCacheError(f"{root}: activation cache built for other settings ({detail})")
     for name in _FILES:
         path, entry = root / name, manifest.get("files", {}).get(name, {})
-        if not path.is_file() or path.stat().st_size != entry.get("bytes") or _file_sha256(path) != entry.get("sha256"):
+        if not path.is_file() or path.stat().st_size != entry.get("bytes") or file_digest(path) != entry.get("sha256"):
             raise ActivationCacheError(f"{path}: missing, truncated or altered (size/sha256 differ from "
                                        f"{root / CACHE_MANIFEST}); delete {root} to rebuild it")  # fmt: skip
     index = {uid: (first, n, crc) for uid, first, n, crc in json.loads((root / _INDEX).read_text(encoding="utf-8"))}
@@ -193,14 +181,6 @@ def frozen_digest(encoder: Encoder, layer: int) -> str:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _data_digest(pairs: Iterable[tuple[str, int]]) -> str:

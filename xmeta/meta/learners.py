@@ -144,6 +144,7 @@ class MetaLearner:
         self.batch_size = batch_size
         self.precision = precision
         self.inner_steps = model.cfg.effective_eval_inner_steps if inner_steps is None else inner_steps
+        self.adapt_cfg = model.cfg  # the settings of the adaptation (test-time variants replace them)
         adapted = model.inner_param_names(model.cfg) if model.cfg.spec.inner_loop and self.inner_steps else []
         # Encoder tensors fixed at test time -> every text has one embedding: memoise it.
         fixed = not any(n.startswith("encoder.") for n in adapted)
@@ -175,6 +176,7 @@ class MetaLearner:
                 batch,
                 labels,
                 len(label_names),
+                self.adapt_cfg,
                 steps=self.inner_steps,
                 first_order=True,  # the meta-gradient is not needed at test time
             )

@@ -21,13 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xmeta.errors import XmetaError
-from xmeta.interfaces import Example, Prediction, label_names_of
-from xmeta.meta.cache import PER_EPISODE
+from xmeta.interfaces import Example, Prediction
 from xmeta.meta.functional import encoder_features, logit_scale, project
-from xmeta.meta.learners import EpisodePredictor, MetaLearner, support_inputs
-from xmeta.meta.maml import AdaptedState, adapt_episode
+from xmeta.meta.learners import EpisodePredictor, MetaLearner
 from xmeta.meta.model import MetaModel
-from xmeta.meta.modes import eval_mode, seeded
+from xmeta.meta.modes import eval_mode
 from xmeta.meta.precision import Precision, inference_precision
 from xmeta.models.heads import PROTOTYPES, PrototypeHead
 from xmeta.models.inputs import Batch
@@ -58,11 +56,11 @@ class FineTuneLearner(MetaLearner):
     ) -> None:
         if steps < 0 or lr <= 0:
             raise ValueError(f"fine-tuning needs steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
-        super().__init__(model, batch_size=batch_size, inner_steps=0, precision=precision)
+        super().__init__(model, batch_size=batch_size, inner_steps=steps, precision=precision)
         self.steps = steps
         # First-order SGD over everything the run meta-learned that an inner loop may adapt, with
         # the run's head geometry (distance, projection, temperature) and a linear head on top.
-        self.finetune_cfg = dataclasses.replace(
+        self.adapt_cfg = dataclasses.replace(
             model.cfg,
             algorithm="fomaml",
             inner_steps=steps,
@@ -75,29 +73,6 @@ class FineTuneLearner(MetaLearner):
             first_order_until=0,
         )
         self.memo = None  # the encoder's adapters change per episode: nothing to memoise
-
-    def adapt_state(self, support: Sequence[Example], *, seed: int = 0) -> AdaptedState:
-        device = self.model.encoder.device
-        with (
-            eval_mode(self.model),
-            seeded(seed, device),
-            torch.enable_grad(),
-            inference_precision(self.precision, device),
-        ):
-            batch, labels = support_inputs(self.model.encoder, support, PER_EPISODE)  # top layers only, packed
-            state = adapt_episode(
-                self.model,
-                self.model.detached_params(),
-                batch,
-                labels,
-                len(label_names_of(support)),
-                self.finetune_cfg,
-                steps=self.steps,
-                first_order=True,
-            )
-        state = state.detach()
-        state.head = state.head.map(lambda t: t.float() if t.dtype == torch.bfloat16 else t)
-        return state
 
 
 class SoftKMeansPredictor:
