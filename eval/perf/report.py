@@ -57,8 +57,8 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in res.items():
-        if name in ("matmul", "icl", "icl_bf16", "icl_flops", "cache_fill") or name.startswith(
-            ("latency/", "predict/")
+        if name in ("matmul", "icl", "icl_bf16", "icl_flops") or name.startswith(
+            ("latency/", "predict/", "cache_fill/")
         ):
             continue
         if "error" in r:
@@ -102,7 +102,8 @@ def render_markdown(report: dict) -> str:
                   f"(ratio {_f(flops.get('flop_ratio_icl_over_encoder'), 1)}): the most the ICL / encoder time per "
                   "query can be at equal FLOP/s."]  # fmt: skip
     lines += _predict_section(res)
-    lines += _cache_fill_line(res.get("cache_fill"))
+    for name in ("cache_fill/bf16", "cache_fill/fp32"):
+        lines += _cache_fill_line(res.get(name))
     lines += ["", "Every number is in `perf.json` (`measurements`, `targets`, `targets_detail`).", ""]
     return "\n".join(lines)
 

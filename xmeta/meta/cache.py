@@ -49,9 +49,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.func import functional_call
 
 from xmeta.interfaces import Example
 from xmeta.meta.modes import eval_mode
+from xmeta.meta.precision import autocast_frozen_weights
 from xmeta.models.encoder import Encoder
 from xmeta.models.inputs import EncoderInputs, HiddenStates, PackedStates
 from xmeta.models.packed import PackedLayout, packed_bert_layer
@@ -140,6 +143,7 @@ class ActivationCache(FrozenLayers):
             raise ValueError(f"unsupported storage dtype {dtype}")
         self.encoder = encoder
         self.layer = encoder.first_trainable_layer
+        self._frozen_stack: _FrozenStack | None = None
         self.dtype = dtype
         self.memory_limit_bytes = int(memory_limit_mb * 2**20)
         self.fill_batch_tokens = max(1, int(fill_batch_tokens)) if batched_fill else 0
@@ -241,6 +245,9 @@ class ActivationCache(FrozenLayers):
         enc, dev = self.encoder, self.encoder.device
         pad = enc.tokenizer.pad_token_id or 0
         eager = enc.attn_implementation == "eager"
+        if self._frozen_stack is None:
+            self._frozen_stack = _FrozenStack(enc.backbone.encoder.layer[: self.layer])
+        frozen = self._frozen_stack  # its weights cast once under autocast (bitwise the same values)
         by_width: dict[int, list[int]] = {}
         for i, seq in enumerate(ids):
             by_width.setdefault(self.tile_width(len(seq)), []).append(i)
@@ -257,8 +264,7 @@ class ActivationCache(FrozenLayers):
                 h = enc.backbone.embeddings(input_ids=grid.to(dev))
                 h = h.reshape(per_tile * width, h.shape[-1])
                 layout = PackedLayout.grid([len(seq) for seq in rows], width, dev)
-                for layer in enc.backbone.encoder.layer[: self.layer]:
-                    h = packed_bert_layer(layer, h, layout, eager)
+                h = functional_call(frozen, autocast_frozen_weights(frozen, {}), (h, layout, eager))
                 h = h.view(per_tile, width, -1)
                 for r, i in enumerate(chunk):
                     self._put(uids[i], h[r, : len(ids[i])], crcs[i])
@@ -397,6 +403,19 @@ class ActivationCache(FrozenLayers):
             directory.mkdir(parents=True, exist_ok=True)
         dtype = str(self.dtype).replace("torch.", "")
         return directory / f"activations-layer{self.layer}-{dtype}-{os.getpid()}-{id(self):x}.bin"
+
+
+class _FrozenStack(nn.Module):
+    """The frozen bottom layers as one module, for ``functional_call`` with their weights cast once."""
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, h: torch.Tensor, layout: PackedLayout, eager: bool) -> torch.Tensor:
+        for layer in self.layers:
+            h = packed_bert_layer(layer, h, layout, eager)
+        return h
 
 
 def text_crc(text: str) -> int:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
+from xmeta.meta.precision import autocast_frozen_weights
 from xmeta.meta.recompute import recomputed_sgd_loop, step_lr
 from xmeta.models.inputs import Batch, Features
 
@@ -39,7 +40,9 @@ def encoder_features(model: MetaModel, params: Mapping[str, Tensor], batch: Batc
     """
     if isinstance(batch, Features):
         return batch.features
-    return functional_call(model.encoder, subdict(params, "encoder."), args=(), kwargs=dict(batch))
+    own = subdict(params, "encoder.")
+    frozen = autocast_frozen_weights(model.encoder, own)  # cast once, not at every forward
+    return functional_call(model.encoder, {**frozen, **own}, args=(), kwargs=dict(batch))
 
 
 def project(model: MetaModel, params: Mapping[str, Tensor], z: Tensor) -> Tensor:
