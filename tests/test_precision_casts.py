@@ -52,6 +52,10 @@ def test_copies_are_made_once_for_frozen_linear_weights_only() -> None:
         skipped = autocast_frozen_weights(enc, {name: params[name]})
     assert torch.equal(redone[name], params[name].detach().to(torch.bfloat16)) and redone[name] is not first[name]
     assert name not in skipped  # a name the caller passes is the caller's
+    params[name].data = params[name].data.clone()  # new storage (as ``.to(device)`` gives): recast
+    with torch.autocast(**BF16):
+        moved = autocast_frozen_weights(enc, {})
+    assert moved[name] is not redone[name] and torch.equal(moved[name], redone[name])
 
 
 @pytest.mark.parametrize("algorithm", ["protonet", "fomaml"])

@@ -33,8 +33,8 @@ def inference_precision(precision: str, device: torch.device) -> contextlib.Abst
     return contextlib.nullcontext()
 
 
-# module -> {parameter name: (parameter, its _version when cast, autocast dtype, the cast)}
-_FROZEN_CASTS: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[Tensor, int, torch.dtype, Tensor]]]
+# module -> {parameter name: ((parameter, its storage, its _version when cast, autocast dtype), the cast)}
+_FROZEN_CASTS: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Tensor]]]
 _FROZEN_CASTS = weakref.WeakKeyDictionary()
 
 
@@ -43,11 +43,12 @@ def autocast_frozen_weights(module: nn.Module, params: Mapping[str, Tensor]) -> 
 
     Autocast casts a float32 weight to bf16 at every call unless it is a leaf that requires grad;
     the frozen backbone's weights are neither, so every forward (every inner step, every batch
-    of ``xmeta predict``) cast all of them again (~13% of a bf16 prediction on a 2-core CPU).
-    Passing these copies to ``torch.func.functional_call`` beside ``params`` gives bitwise the
-    same outputs: autocast rounds them the same way and casts a tensor already in its dtype as
-    a no-op. A copy is redone when its parameter changes in place (``_version``); names in
-    ``params`` (adapters, trainable tensors) are left to ``params``. Empty without autocast.
+    of ``xmeta predict``, every cache-fill tile) cast all of them again (~5% of a bf16
+    prediction on a 2-core CPU). Passing these copies to ``torch.func.functional_call`` beside
+    ``params`` gives bitwise the same outputs: autocast rounds them the same way and casts a
+    tensor already in its dtype as a no-op. A copy is redone when its parameter changes (in
+    place: ``_version``; moved or reassigned: its storage). Names in ``params`` (adapters,
+    trainable tensors) are left to ``params``. Empty without autocast.
     """
     first = next(module.parameters(), None)
     if first is None or not torch.is_autocast_enabled(first.device.type):
@@ -62,10 +63,11 @@ def autocast_frozen_weights(module: nn.Module, params: Mapping[str, Tensor]) -> 
             name = f"{path}.{leaf}"
             if name in params or t.requires_grad or not t.is_floating_point():
                 continue
+            key = (t, t.data_ptr(), t._version, dtype)  # ``.to(device)`` swaps the storage
             hit = cache.get(name)
-            if hit is None or hit[0] is not t or hit[1] != t._version or hit[2] != dtype:
-                hit = cache[name] = (t, t._version, dtype, t.detach().to(dtype))
-            out[name] = hit[3]
+            if hit is None or hit[0][0] is not t or hit[0][1:] != key[1:]:
+                hit = cache[name] = (key, t.detach().to(dtype))
+            out[name] = hit[1]
     return out
 
 
