@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[models,tracking,serve,peers,llm-server,test]"
+	$(BIN)/pip install -q -e ".[models,tracking,serve,peers,llm-server,test,bench]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -7,7 +7,8 @@ The protocol is the recipes' meta-validation (``xmeta.training.validation``): 7-
 with 5 queries per class, support and queries from the dev split of each validation language, the
 same episodes for every run. Each run's per-episode accuracies are stored in
 ``<out>/runs/<name>.json`` as soon as it is scored (a rerun skips runs already scored on the same
-episodes); ``<out>/results.md`` ranks the runs with 95% intervals and, against the best run,
+episodes); ``<out>/results.md`` ranks every run scored there on the same episodes (by this or an
+earlier invocation) with 95% intervals and, against the best run,
 paired differences (per-episode differences resampled within languages): the number to trust when
 two runs are close, since most of the episode-to-episode spread is shared.
 """
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         with writing(path, atomic=True) as tmp:
             Path(tmp).write_text(json.dumps(scored[label], indent=1) + "\n", encoding="utf-8")
         log.info("%s: %.4f [%.4f, %.4f]", label, result.accuracy, *result.ci)
+    for path in sorted((out / "runs").glob("*.json")):  # runs scored by earlier invocations on these episodes
+        prev = json.loads(path.read_text(encoding="utf-8"))
+        if prev.get("fingerprint") == fingerprint:
+            scored.setdefault(prev["run"], prev)
     ranked = sorted(scored.values(), key=lambda r: -r["accuracy"])
     best = ranked[0]
     lines = [

@@ -168,14 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     params = model.meta_params()
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.optim.outer_lr, weight_decay=cfg.optim.weight_decay)
     scheduler = make_scheduler(cfg, optimizer)
-    state = {"step": 0, "best_val": -1.0, "best_step": -1, "bad_evals": 0, "nonfinite_total": 0, "history": []}
+    state = {"step": 0, "best_val": -1.0, "best_step": -1, "bad_evals": 0, "nonfinite_total": 0, "history": [],
+             "train_seconds": 0.0}  # fmt: skip
     if resume_from is not None:
         loaded = ckpt.load_checkpoint(resume_from)
         model.load_meta_state_dict(loaded["params"])
         optimizer.load_state_dict(loaded["optimizer"])
         scheduler.load_state_dict({**scheduler.state_dict(), **loaded["scheduler"]})
         ckpt.set_rng_state(*loaded["rng"])
-        state = loaded["state"]
+        state = {"train_seconds": 0.0} | loaded["state"]  # checkpoints before wall times were kept: from 0
         logger.info("resumed from %s at step %d", resume_from, state["step"])
     metrics_path = out / "metrics.jsonl"
     if accelerator.is_main_process:
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = tqdm(total=cfg.max_steps, initial=state["step"], disable=not accelerator.is_main_process, desc="meta-train")
     nonfinite_run, t0, eps_done = 0, time.perf_counter(), 0
+    t_last = t0  # wall time (steps, validation, checkpoints) accumulates in state across resumes
     B = cfg.meta_batch_size
     while state["step"] < cfg.max_steps:
         step = state["step"]
@@ -242,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(loss=f"{record['loss']:.3f}", val=f"{state['best_val']:.3f}",
                             eps=f"{record['episodes_per_s']:.2f}/s")  # fmt: skip
         bar.update(1)
+        now = time.perf_counter()
+        state["train_seconds"], t_last = state["train_seconds"] + (now - t_last), now
         stop = cfg.patience and state["bad_evals"] >= cfg.patience
         if accelerator.is_main_process and (
             (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps or stop

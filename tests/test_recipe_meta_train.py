@@ -89,6 +89,8 @@ def test_trains_end_to_end_through_the_cli(tiny_setup, tmp_path):
     assert len(lines) == 6 and '"val_acc"' in lines[2]
     card = (final / "README.md").read_text()
     assert "protomaml" in card and read_front_matter(card)["library_name"] == "peft"
+    seconds = json.loads((final / "training.json").read_text())["train_seconds"]
+    assert 0 < seconds < 600 and f"- wall time: {seconds / 60:.1f} min" in card
     # What it read is recorded: the train split of the training languages, validation episodes' rows.
     training = TrainingData.from_text((final / "training_data.json").read_text())
     cfg = yaml.safe_load((out / "config.yaml").read_text())

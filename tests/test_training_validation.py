@@ -63,3 +63,14 @@ def test_select_runs_ranks_the_shipped_default_and_writes_resumable_results(data
     with pytest.raises(SystemExit):
         runpy.run_path(str(ROOT / "eval" / "select_runs.py"), run_name="__main__")
     assert (out / "runs" / "default.json").stat().st_mtime_ns == before  # scored once, reused
+    # A fine-tuned variant scored by another invocation stays in the ranking of the next one.
+    monkeypatch.setattr(sys, "argv", argv + ["--finetune", "1:0.01"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(ROOT / "eval" / "select_runs.py"), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(ROOT / "eval" / "select_runs.py"), run_name="__main__")
+    ranked = {r["run"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert set(ranked) == {"default", "meta-ft[1:0.01]:default"}
+    assert ranked["meta-ft[1:0.01]:default"]["algorithm"] == "protonet, fine-tuned 1 steps at lr 0.01"
+    assert "`meta-ft[1:0.01]:default`" in (out / "results.md").read_text()

@@ -2,7 +2,7 @@
 
 ``<run>/final/`` is the run's best artifact (``xmeta.meta.save_meta_model``: tensors, the ids of
 the data it read, peft's export in ``adapter/``) with a model card giving the data, languages,
-algorithm and validation accuracy, and ``training.json`` (the run's config and final state).
+algorithm, validation accuracy and wall time, and ``training.json`` (the run's config and final state).
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ from xmeta.training.config import TrainConfig
 SUMMARY = "training.json"
 
 
+def _wall(state: dict[str, Any]) -> str:
+    """The run's wall time: steps, validation and checkpoints, summed over resumes."""
+    seconds = state.get("train_seconds")
+    return "not recorded" if seconds is None else f"{seconds / 60:.1f} min (summed over resumes)"
+
+
 def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
     d, m = cfg.data, cfg.meta
     inner = (
@@ -41,6 +47,7 @@ def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
 - meta-validation languages (dev split): {", ".join(d.val_langs) or "none"}
 - steps: {state["step"]} x {cfg.meta_batch_size} episodes; outer lr {cfg.optim.outer_lr} ({cfg.optim.schedule})
 - meta-validation accuracy (best): {val}
+- wall time: {_wall(state)}
 - written: {time.strftime("%Y-%m-%d %H:%M:%S")}
 
 """
