@@ -61,6 +61,28 @@ def test_targets_are_ratios_of_the_named_measurements() -> None:
     assert "| `cache_speedup` | 2.500 | >= 1.8 | yes |" in md and "protonet/top4/cached/fp32" in md
 
 
+def test_predict_vs_plain_hf_is_the_ratio_of_interleaved_passes() -> None:
+    default = run.default_precision()
+    pred = lambda sps, prec: {"sentences_per_s": sps, "precision": prec, "flops_per_sentence": 2e9}  # noqa: E731
+    results = {
+        "matmul": {"fp32": {"gflops": 100.0}, "bf16": {"gflops": 400.0}},
+        "predict/xmeta/fp32": pred(40.0, "fp32"),
+        "predict/xmeta/bf16": pred(80.0, "bf16"),
+        # separate process, minutes later, on a faster moment of the host: 80 / 25 = 3.2 (or 1.6)
+        "predict/plain_hf/fp32": {"sentences_per_s": 25.0, "precision": "fp32",
+                                  "interleaved": {"xmeta_precision": default, "ratio": 4.2, "ratio_by_round": [4.3, 4.2]}},
+    }  # fmt: skip
+    run.derive(results)
+    values, detail = run.targets(results)
+    assert values["predict_vs_plain_hf"] == 4.2 and detail["predict_vs_plain_hf"]["met"] is True
+    assert detail["predict_vs_plain_hf"]["by_setting"]["bf16/fp32"] == 3.2
+    assert values["predict_floor_fraction"] == 0.8 and values["predict_floor_fraction_bf16"] == 0.4
+    # a report without the interleaved passes falls back on the separate rows
+    del results["predict/plain_hf/fp32"]["interleaved"]
+    values, _ = run.targets(results)
+    assert values["predict_vs_plain_hf"] == {"bf16": 3.2, "fp32": 1.6}[default]
+
+
 def test_update_merges_into_the_previous_report_and_recomputes_targets(tmp_path) -> None:
     ep = {"seconds_per_episode": 3.0, "peak_rss_mb": 1000.0, "precision": "fp32"}
     old = {"started": "earlier", "machine": {"load_average_before": [0.1, 0.1, 0.1]},

@@ -9,7 +9,9 @@ Run by ``eval/perf/run.py`` through ``measure.py`` (kinds ``predict`` and ``plai
   ``eval:lowres25`` test splits, interleaved). FLOPs: ``FlopCounterMode`` over the same
   computation (``predictor.predict`` on real tokens), per sentence.
 - ``plain_hf``: the same sentences through ``transformers.AutoModel`` loaded from the cached model
-  directory, the way a user would write it: batches of 64 in input order, padded, mean pooling.
+  directory, the way a user would write it: batches of 64 in input order, padded, mean pooling;
+  its passes alternate with passes of ``xmeta predict`` at xmeta's default inference precision
+  (``interleaved``), so that ``predict_vs_plain_hf`` compares passes taken under the same load.
 
 The floor fraction (``run.py``) is FLOPs per sentence x sentences/s / the measured matmul peak.
 """
@@ -94,9 +96,17 @@ def measure_predict(spec: dict) -> dict:
 
 
 def measure_plain_hf(spec: dict) -> dict:
-    """A user's plain transformers loop over the same encoder (fp32): padded batches, mean pooling."""
+    """A user's plain transformers loop over the same encoder (fp32): padded batches, mean pooling.
+
+    Its timed passes alternate with passes of ``xmeta predict``'s code path at xmeta's default
+    inference precision over the same sentences, in this one process (``interleaved``): the ratio
+    of the two is then taken under the same conditions, where two processes minutes apart see
+    this host's throughput drift by ~10%.
+    """
     from transformers import AutoModel, AutoTokenizer
 
+    from xmeta.adaptation.predictor import resolve_precision
+    from xmeta.commands.predict import DEFAULT_PRECISION, write_predictions
     from xmeta.models.encoder import resolve_encoder_path
 
     texts = sib200_test_sentences(spec["langs"], spec["sentences"])
@@ -112,21 +122,35 @@ def measure_plain_hf(spec: dict) -> dict:
         mask = enc["attention_mask"].unsqueeze(-1).to(out.dtype)
         return (out * mask).sum(1) / mask.sum(1)
 
-    with torch.inference_mode():
-        embed(texts[:bs])  # warm-up
-        times = []
-        for _ in range(spec.get("repeats", 1)):
-            t0 = time.perf_counter()
+    def plain_pass() -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
             for i in range(0, len(texts), bs):
                 embed(texts[i : i + bs])
-            times.append(time.perf_counter() - t0)
-        box = [0]
-        sub = texts[: spec.get("flop_sentences", 256)]
-        with count_flops(box):
-            for i in range(0, len(sub), bs):
-                embed(sub[i : i + bs])
+        return time.perf_counter() - t0
+
+    def xmeta_pass() -> float:
+        t0 = time.perf_counter()
+        write_predictions(predictor, texts, io.StringIO(), bs)
+        return time.perf_counter() - t0
+
+    predictor = adapted_predictor(spec, resolve_precision(DEFAULT_PRECISION)) if spec.get("interleaved", True) else None
+    with torch.inference_mode():
+        embed(texts[:bs])  # warm-up
+    if predictor is not None:
+        write_predictions(predictor, texts[:bs], io.StringIO(), bs)
+    times, xmeta_times = [], []
+    for _ in range(spec.get("repeats", 1)):
+        times.append(plain_pass())
+        if predictor is not None:
+            xmeta_times.append(xmeta_pass())
+    box = [0]
+    sub = texts[: spec.get("flop_sentences", 256)]
+    with torch.inference_mode(), count_flops(box):
+        for i in range(0, len(sub), bs):
+            embed(sub[i : i + bs])
     seconds = min(times)
-    return {
+    out = {
         "sentences": len(texts),
         "seconds": seconds,
         "seconds_all": times,
@@ -137,8 +161,17 @@ def measure_plain_hf(spec: dict) -> dict:
         "batch_size": bs,
         "max_length": max_length,
         "encoder": str(path),
-        "peak_rss_mb": round(rss_peak_mb(), 1),
     }
+    if predictor is not None:  # best pass of each over the same rounds; each round's own ratio beside it
+        out["interleaved"] = {
+            "xmeta_precision": predictor.precision,
+            "xmeta_seconds_all": xmeta_times,
+            "xmeta_sentences_per_s": len(texts) / min(xmeta_times),
+            "ratio": seconds / min(xmeta_times),
+            "ratio_by_round": [round(p / x, 3) for p, x in zip(times, xmeta_times)],
+        }
+    out["peak_rss_mb"] = round(rss_peak_mb(), 1)
+    return out
 
 
 def measure_query_flops(spec: dict) -> dict:

@@ -218,7 +218,9 @@ TARGETS = {
                                "tokens) x sentences/s / measured fp32 dense matmul FLOP/s"),
     "predict_floor_fraction_bf16": (0.5, "min", "the same under bf16 autocast / measured bf16 matmul FLOP/s"),
     "predict_vs_plain_hf": (4.0, "min", "xmeta predict sentences/s at xmeta's default inference precision / a plain "
-                            "transformers AutoModel loop (batch 64, padded, mean pooling) in fp32, same sentences"),
+                            "transformers AutoModel loop (batch 64, padded, mean pooling) in fp32, same sentences; "
+                            "best pass of each, the passes alternating in one process (by_setting: each round's "
+                            "ratio, and the ratios of the separate predict/xmeta rows)"),
     "cache_fill_speedup": (5.0, "min", "seconds to fill the activation cache one example at a time / in fixed-shape "
                            "batches (tiles, xmeta's default), same examples (those of the first meta-training "
                            "episodes; e5-small, top-4 adapter cut, max_length 64, bf16 storage), each filled in one "
@@ -270,9 +272,15 @@ def targets(results: dict) -> tuple[dict, dict]:
     floor = {p: _get(results, f"predict/xmeta/{p}", "floor_fraction") for p in ("fp32", "bf16")}
     detail["predict_floor_fraction"] = dict(floor)
     detail["predict_floor_fraction_bf16"] = dict(floor)
+    interleaved = results.get("predict/plain_hf/fp32", {}).get("interleaved") or {}
     detail["predict_vs_plain_hf"] = {
         f"{p}/fp32": _ratio(sps(f"predict/xmeta/{p}"), sps("predict/plain_hf/fp32")) for p in ("fp32", "bf16")
-    } | {"default_precision": default}
+    } | {
+        "default_precision": default,
+        # the target's value: passes alternating in one process (predict_speed.measure_plain_hf)
+        "interleaved": round(interleaved["ratio"], 3) if interleaved.get("xmeta_precision") == default else None,
+        "interleaved_by_round": interleaved.get("ratio_by_round"),
+    }
     detail["cache_fill_speedup"] = {
         p: {
             "one_call": _get(results, f"cache_fill/{p}", "cache_fill_speedup"),
@@ -298,7 +306,8 @@ def targets(results: dict) -> tuple[dict, dict]:
         "predict_sentences_per_s": detail["predict_sentences_per_s"][default],
         "predict_floor_fraction": floor["fp32"],
         "predict_floor_fraction_bf16": floor["bf16"],
-        "predict_vs_plain_hf": detail["predict_vs_plain_hf"][f"{default}/fp32"],
+        "predict_vs_plain_hf": pick([detail["predict_vs_plain_hf"]["interleaved"]], min)
+        or detail["predict_vs_plain_hf"][f"{default}/fp32"],
         "cache_fill_speedup": detail["cache_fill_speedup"]["bf16"]["one_call"],
     }
     out = {}
