@@ -33,6 +33,7 @@ def test_targets_are_ratios_of_the_named_measurements() -> None:
         "matmul": {"fp32": {"gflops": 100.0}, "bf16": {"gflops": 400.0}},
         "protonet/top4/uncached/fp32": ep(3.0),
         "protonet/top4/cached/fp32": ep(1.0, flops_model=70e9, flops_executed=70e9, first_loss=1.0),
+        "protonet/top4/cached/bf16": {**ep(0.5, flops_model=70e9), "precision": "bf16"},
         "fomaml/top4/uncached/fp32": ep(10.0),
         "fomaml/top4/cached/fp32": ep(4.0),
         "fomaml/all/cached/fp32": ep(9.0, mem=2000.0),
@@ -49,7 +50,7 @@ def test_targets_are_ratios_of_the_named_measurements() -> None:
     values, detail = run.targets(results)
     assert values["cache_speedup"] == 2.5  # the smaller of protonet (3.0) and fomaml (2.5)
     assert values["maml_memory_ratio"] == 1.8  # the larger of top4 (1.8 GB / 1 GB) and all (3 GB / 2 GB)
-    assert values["protonet_mfu"] == 0.7
+    assert values["protonet_mfu"] == 0.7 and values["protonet_mfu_bf16"] == 0.35  # 140 GFLOP/s of 400
     assert values["default_episode_speedup"] == 4.0 and detail["default_episode_speedup"]["met"] is False
     assert values["vs_higher_speedup"] == 2.0 and values["vs_higher_memory_ratio"] == 0.3
     assert values["query_speedup_vs_icl"] == 20.0
