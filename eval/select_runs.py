@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="eval/results/selection", help="output directory")
     p.add_argument("--finetune", action="append", default=[], metavar="STEPS:LR",
                    help="also score each run fine-tuned on each support set (meta-ft), e.g. --finetune 10:0.01 (repeatable)")  # fmt: skip
+    p.add_argument("--ensemble", action="append", default=[], metavar="RUN+RUN[+...]",
+                   help="also score the prediction ensemble of these runs (meta-ens: probabilities averaged), "
+                        "e.g. --ensemble default+runs/fomaml (repeatable)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -51,15 +54,38 @@ def run_name(run: str) -> str:
     return run.rstrip("/").replace("/", "__").replace(":", "_")
 
 
-def candidates(runs: list[str], finetune: list[str]) -> list[tuple[str, str, dict[str, float]]]:
-    """``(label, run, fine-tuning options)`` for every run, plain and with each ``STEPS:LR``."""
+def candidates(
+    runs: list[str], finetune: list[str], ensembles: list[str] = ()
+) -> list[tuple[str, str, dict[str, float]]]:
+    """``(label, run, fine-tuning options)`` for every run, plain and with each ``STEPS:LR``, then
+    ``(meta-ens:A+B, A+B, {})`` for each ensemble."""
     out = []
     for run in runs:
         out.append((run, run, {}))
         for spec in finetune:
             steps, _, lr = spec.partition(":")
             out.append((f"meta-ft[{steps}:{lr}]:{run}", run, {"steps": int(steps), "lr": float(lr)}))
+    out += [(f"meta-ens:{members}", members, {}) for members in ensembles]
     return out
+
+
+def build(run: str, ft: dict[str, float]):
+    """The learner and its algorithm label for one candidate (a run, a fine-tuned run or an ensemble)."""
+    from xmeta.bench.metarun import read_meta_run
+    from xmeta.meta import MetaLearner, load_meta_model
+    from xmeta.meta.ensemble import EnsembleLearner
+    from xmeta.meta.test_time import FineTuneLearner
+
+    members = run.split("+")
+    if len(members) > 1:
+        algorithms = " + ".join(read_meta_run(m).algorithm for m in members)
+        return EnsembleLearner([MetaLearner(load_meta_model(m)) for m in members]), f"ensemble: {algorithms}"
+    algorithm = read_meta_run(run).algorithm
+    if ft:
+        return FineTuneLearner(
+            load_meta_model(run), **ft
+        ), f"{algorithm}, fine-tuned {ft['steps']} steps at lr {ft['lr']:g}"
+    return MetaLearner(load_meta_model(run)), algorithm
 
 
 def paired_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[float, tuple[float, float]]:
@@ -72,10 +98,6 @@ def paired_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> t
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from xmeta.bench.metarun import read_meta_run
-    from xmeta.meta import MetaLearner, load_meta_model
-    from xmeta.meta.test_time import FineTuneLearner
-
     langs = expand_languages(args.langs.split(","))
     episodes = validation_episodes("sib200", langs, n_way=7, k_shot=5, q_query=5, episodes_per_lang=args.episodes,
                                    seed=args.seed, data_dir=args.data_dir)  # fmt: skip
@@ -85,21 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     scored: dict[str, dict] = {}
-    for label, run, ft in candidates(args.runs, args.finetune):
+    for label, run, ft in candidates(args.runs, args.finetune, args.ensemble):
         path = out / "runs" / f"{run_name(label)}.json"
         if path.exists() and (prev := json.loads(path.read_text(encoding="utf-8"))).get("fingerprint") == fingerprint:
             log.info("%s: already scored on these episodes", label)
             scored[label] = prev
             continue
-        info = read_meta_run(run)
-        model = load_meta_model(run)
-        learner = FineTuneLearner(model, **ft) if ft else MetaLearner(model)
+        learner, algorithm = build(run, ft)
         accuracies = [episode_accuracy(learner, ep) for ep in tqdm(episodes, desc=label, file=sys.stderr)]
         result = score(episodes, accuracies)
         by_lang: dict[str, list[float]] = {}
         for ep, acc in zip(episodes, accuracies):
             by_lang.setdefault(ep.lang, []).append(acc)
-        algorithm = info.algorithm + (f", fine-tuned {ft['steps']} steps at lr {ft['lr']:g}" if ft else "")
         scored[label] = {"run": label, "algorithm": algorithm, "fingerprint": fingerprint, **result.to_dict(),
                          "per_episode": by_lang}  # fmt: skip
         with writing(path, atomic=True) as tmp:
@@ -121,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         "languages); the paired difference to the best run resamples per-episode differences.",
         "",
         f"    python eval/select_runs.py {' '.join(args.runs)} --langs {args.langs} --episodes {args.episodes}"
-        + "".join(f" --finetune {f}" for f in args.finetune),
+        + "".join(f" --finetune {f}" for f in args.finetune)
+        + "".join(f" --ensemble {e}" for e in args.ensemble),
         "",
         "| run | algorithm | accuracy (%) | 95% interval | difference to the best (paired, points) |",
         "|---|---|---:|---|---|",

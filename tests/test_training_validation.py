@@ -74,3 +74,10 @@ def test_select_runs_ranks_the_shipped_default_and_writes_resumable_results(data
     assert set(ranked) == {"default", "meta-ft[1:0.01]:default"}
     assert ranked["meta-ft[1:0.01]:default"]["algorithm"] == "protonet, fine-tuned 1 steps at lr 0.01"
     assert "`meta-ft[1:0.01]:default`" in (out / "results.md").read_text()
+    # A prediction ensemble of the run with itself is scored as the run itself.
+    monkeypatch.setattr(sys, "argv", argv + ["--ensemble", "default+default"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(ROOT / "eval" / "select_runs.py"), run_name="__main__")
+    ranked = {r["run"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    ens = ranked["meta-ens:default+default"]
+    assert ens["algorithm"] == "ensemble: protonet + protonet" and ens["per_lang"] == ranked["default"]["per_lang"]

@@ -109,6 +109,28 @@ class TrainingData:
             raise ArtifactError(f"{where}: invalid training-data record ({err})") from None
 
     @classmethod
+    def union(cls, items: Sequence[TrainingData]) -> TrainingData:
+        """What several models saw together (an ensemble's members): the union of their splits and,
+        when every member recorded its row ids, of the ids (otherwise the splits are re-read)."""
+        tasks = {t.task for t in items}
+        if len(tasks) != 1:
+            raise ValueError(f"training data of different tasks cannot be merged: {sorted(tasks)}")
+        splits: dict[str, set[str]] = {}
+        for t in items:
+            for lang, names in t.splits_by_lang.items():
+                splits.setdefault(lang, set()).update(names)
+        groups: dict[str, dict[str, str | None]] = {}
+        if all(t.has_ids for t in items):
+            for t in items:
+                for prefix, rows in t.groups.items():
+                    groups.setdefault(prefix, {}).update(rows)
+        return cls(
+            tasks.pop(),
+            {lang: tuple(sorted(v)) for lang, v in sorted(splits.items())},
+            {p: tuple(sorted(rows.items())) for p, rows in sorted(groups.items())},
+        )
+
+    @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> TrainingData:
         """Task and splits only (an old run): the benchmark re-reads the rows from the data directory."""
         return cls(str(summary["task"]), {k: tuple(v) for k, v in summary["splits_by_lang"].items()})

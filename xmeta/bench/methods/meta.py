@@ -1,6 +1,7 @@
 """``meta:<run dir>``: a meta-trained run (``meta:default`` is ``$XMETA_META_DEFAULT``), and its
 test-time variants as their own rows: ``meta-ft:<run dir>`` (LoRA + head fine-tuned on the
-support set) and ``meta-softkm:<run dir>`` (transductive prototype refinement with the queries).
+support set) and ``meta-softkm:<run dir>`` (transductive prototype refinement with the queries);
+``meta-ens:<run>+<run>[+...]`` averages the class probabilities of several runs (``xmeta.meta.ensemble``).
 
 ``describe`` reads the run's manifest without loading the model: its algorithm names the method in
 tables, and the data meta-training saw is what the leakage check compares the episodes with.
@@ -9,6 +10,7 @@ tables, and the data meta-training saw is what the leakage check compares the ep
 from __future__ import annotations
 
 from xmeta.bench.methods.base import BuildContext, MethodInfo, MethodSpec, register_method
+from xmeta.config import ConfigError
 from xmeta.interfaces import Learner
 
 
@@ -31,6 +33,38 @@ def _build_softkmeans(spec: MethodSpec, ctx: BuildContext) -> Learner:
     from xmeta.meta.test_time import SoftKMeansLearner
 
     return SoftKMeansLearner(load_meta_model(spec.arg or "default"), **ctx.options)
+
+
+def ensemble_members(spec: MethodSpec) -> list[str]:
+    """The run dirs of ``meta-ens:<run>+<run>[+...]`` (at least two)."""
+    members = [m for m in (spec.arg or "").split("+") if m]
+    if len(members) < 2:
+        raise ConfigError(
+            f"{spec.name}: an ensemble names two or more runs joined by '+', e.g. meta-ens:default+runs/fomaml"
+        )
+    return members
+
+
+def _build_ensemble(spec: MethodSpec, ctx: BuildContext) -> Learner:
+    from xmeta.meta import MetaLearner, load_meta_model
+    from xmeta.meta.ensemble import EnsembleLearner
+
+    return EnsembleLearner([MetaLearner(load_meta_model(m), **ctx.options) for m in ensemble_members(spec)])
+
+
+def _describe_ensemble(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
+    from xmeta.artifacts.training_data import TrainingData
+    from xmeta.bench.metarun import read_meta_run
+
+    runs = [read_meta_run(m) for m in ensemble_members(spec)]
+    training = TrainingData.union([r.training for r in runs])
+    details = {"members": [{"algorithm": r.algorithm, "checkpoint": str(r.checkpoint)} for r in runs],
+               "training": training.summary()}  # fmt: skip
+    label = f"ensemble of {len(runs)}: {' + '.join(r.algorithm for r in runs)}"
+    if (precision := ctx.options.get("precision", "fp32")) != "fp32":
+        label += f", {precision} inference"
+        details["precision"] = precision
+    return MethodInfo(spec.name, spec.kind, f"{spec.name} ({label})", details, training)
 
 
 def _describe_meta(spec: MethodSpec, ctx: BuildContext) -> MethodInfo:
@@ -79,4 +113,14 @@ register_method(
     options={"steps": 1, "batch_size": 64, "precision": "fp32"},  # SoftKMeansLearner's keywords
     help="TRANSDUCTIVE: a meta-trained run (prototype head) whose prototypes are refined with the "
     "unlabelled query set by soft k-means (uses the queries; class-balanced query sets flatter it)",
+)
+register_method(
+    "meta-ens",
+    _build_ensemble,
+    arg="required",
+    arg_name="run>+<run",
+    describe=_describe_ensemble,
+    options={"batch_size": int, "inner_steps": int | None, "precision": "fp32"},  # each member's MetaLearner
+    help="an ensemble of meta-trained runs, e.g. meta-ens:default+runs/fomaml: each adapts to the support "
+    "set, their class probabilities are averaged (the cost is the sum of the members')",
 )
