@@ -1,9 +1,10 @@
 """Copy meta-training runs into eval/results/meta_runs/ and tabulate every attempt.
 
-Each run keeps its resolved config, its metrics, and its final (or best) meta-learned tensors
-(LoRA + head only, well under a megabyte), so the benchmark can load it as ``meta:<dir>`` from
-a clean clone. ``attempts.md`` lists each run with its meta-validation accuracy: runs are chosen
-by the validation languages, never by the evaluation languages.
+Each run's final (or best) artifact is copied (LoRA + head only, well under a megabyte), so the
+benchmark can load it as ``meta:<dir>`` from a clean clone; its config and validation curve are
+summarised into ``attempts.json``, where the runs collected earlier keep their rows.
+``attempts.md`` lists each run with its meta-validation accuracy (runs are chosen by the
+validation languages, never by the evaluation languages); the notes below its table are kept.
 
     python eval/collect_runs.py runs/protonet runs/head_only ...
 """
@@ -46,7 +47,15 @@ def summarise(run: Path) -> dict:
         "best_val": best,
         "best_step": best_step,
         "val_curve": vals,
+        "wall_minutes": _wall_minutes(run),
     }
+
+
+def _wall_minutes(run: Path) -> float | None:
+    """The run's wall time (``train_seconds`` in its final state, summed over resumes), if recorded."""
+    summary = run / "final" / "training.json"
+    seconds = json.loads(summary.read_text(encoding="utf-8")).get("train_seconds") if summary.is_file() else None
+    return None if seconds is None else round(seconds / 60, 1)
 
 
 def main() -> None:
@@ -54,14 +63,23 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path)
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    # Runs collected earlier keep their rows (their artifacts hold no metrics): attempts.json is the record.
+    known = (
+        {s["name"]: s for s in json.loads((OUT / "attempts.json").read_text(encoding="utf-8"))}
+        if (OUT / "attempts.json").is_file()
+        else {}
+    )
     for run in args.runs:
         dest = OUT / run.name
-        shutil.rmtree(dest, ignore_errors=True)
         src = run / "final" if (run / "final").is_dir() else run / "best"
-        shutil.copytree(src, dest)
-        for name in ("config.yaml", "metrics.jsonl"):
-            shutil.copy2(run / name, dest / name)
-    summaries = [summarise(d) for d in sorted(OUT.iterdir()) if (d / "metrics.jsonl").is_file()]
+        same = (dest / "xmeta.json").is_file() and (dest / "xmeta.json").read_bytes() == (
+            src / "xmeta.json"
+        ).read_bytes()
+        if not same:  # (a copy with the same manifest -- every file's digest -- is left in place)
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(src, dest)  # the artifact alone: its manifest lists every file it holds
+        known[run.name] = summarise(run)
+    summaries = [known[name] for name in sorted(known)]
     lines = [
         "# Meta-training attempts (chosen by meta-validation accuracy: nya, run, sot, tsn, kon dev splits)",
         "",
@@ -72,15 +90,19 @@ def main() -> None:
         "from test, 20 episodes each): `eval/results/sib200_val/results.md` (`eval/configs/sib200_val.yaml`).",
         "",
         "| run | algorithm | adapters | head | inner loop | training episodes from | precision | steps (episodes) "
-        "| val episodes | best val acc (step) | val curve |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| val episodes | best val acc (step) | wall time (min) | val curve |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         curve = " ".join(f"{v:.3f}" for _, v in s["val_curve"])
+        wall = "not recorded" if s.get("wall_minutes") is None else f"{s['wall_minutes']:.0f}"
         lines.append(f"| `{s['name']}` | {s['algorithm']} | {s['adapters']} | {s['head']} | {s['inner']} | "
                      f"{s['train_data']} | {s['precision']} | {s['steps']} ({s['episodes']}) | {s['val_episodes']} | "
-                     f"{s['best_val']:.4f} ({s['best_step']}) | {curve} |")  # fmt: skip
-    (OUT / "attempts.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                     f"{s['best_val']:.4f} ({s['best_step']}) | {wall} | {curve} |")  # fmt: skip
+    # What follows the table (notes written by hand) is kept.
+    old = (OUT / "attempts.md").read_text(encoding="utf-8") if (OUT / "attempts.md").is_file() else ""
+    rest = old[old.index("\n## ") :] if "\n## " in old else ""
+    (OUT / "attempts.md").write_text("\n".join(lines) + "\n" + rest, encoding="utf-8")
     (OUT / "attempts.json").write_text(json.dumps(summaries, indent=1) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
