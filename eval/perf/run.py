@@ -311,8 +311,9 @@ def targets(results: dict) -> tuple[dict, dict]:
         "predict_sentences_per_s": detail["predict_sentences_per_s"][default],
         "predict_floor_fraction": floor["fp32"],
         "predict_floor_fraction_bf16": floor["bf16"],
-        "predict_vs_plain_hf": pick([detail["predict_vs_plain_hf"]["interleaved"]], min)
-        or detail["predict_vs_plain_hf"][f"{default}/fp32"],
+        "predict_vs_plain_hf": detail["predict_vs_plain_hf"]["interleaved"]
+        if detail["predict_vs_plain_hf"]["interleaved"] is not None
+        else detail["predict_vs_plain_hf"][f"{default}/fp32"],
         "cache_fill_speedup": detail["cache_fill_speedup"]["bf16"]["one_call"],
     }
     out = {}
