@@ -18,7 +18,8 @@ def test_config_plans_every_measurement_once() -> None:
         cfg = run.load_settings(PERF / "config.yaml", quick=quick, threads=1, episodes=2)
         specs = run.plan(cfg)
         names = [s["name"] for s in specs]
-        assert len(names) == len(set(names)) and names[0] == "matmul"
+        assert len(names) == len(set(names)) and names[0] == "matmul" and names[-1] == "matmul_end"
+        assert {k: v for k, v in specs[-1].items() if k != "name"} == {k: v for k, v in specs[0].items() if k != "name"}
         episodes = [s for s in specs if s["kind"] == "episode"]
         assert episodes and all(s["episodes"] == 2 and s["threads"] == 1 for s in episodes)
         by_name = {s["name"]: s for s in specs}
@@ -60,6 +61,25 @@ def test_targets_are_ratios_of_the_named_measurements() -> None:
               "platform": "p", "load_average_before": (0, 0, 0), "load_average_after": (0, 0, 0)}}  # fmt: skip
     md = render_markdown(report)
     assert "| `cache_speedup` | 2.500 | >= 1.8 | yes |" in md and "protonet/top4/cached/fp32" in md
+
+
+def test_fractions_of_peak_divide_by_the_better_matmul_measurement_at_each_precision() -> None:
+    # a contended start (fp32 80) and a contended end (bf16 300): each precision takes its better one
+    results = {
+        "matmul": {"fp32": {"gflops": 80.0}, "bf16": {"gflops": 400.0}},
+        "matmul_end": {"fp32": {"gflops": 100.0}, "bf16": {"gflops": 300.0}},
+        "protonet/top4/cached/fp32": {"seconds_per_episode": 1.0, "precision": "fp32", "flops_model": 70e9},
+        "protonet/top4/cached/bf16": {"seconds_per_episode": 0.5, "precision": "bf16", "flops_model": 70e9},
+    }
+    assert {p: r["measurement"] for p, r in run.matmul_peaks(results).items()} == {
+        "fp32": "matmul_end",
+        "bf16": "matmul",
+    }
+    run.derive(results)
+    assert results["protonet/top4/cached/fp32"]["mfu"] == 0.7 and results["protonet/top4/cached/bf16"]["mfu"] == 0.35
+    del results["matmul_end"]  # a report from before the second measurement
+    run.derive(results)
+    assert results["protonet/top4/cached/fp32"]["mfu"] == 0.875
 
 
 def test_predict_vs_plain_hf_is_the_ratio_of_interleaved_passes() -> None:

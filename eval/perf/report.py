@@ -30,12 +30,15 @@ def render_markdown(report: dict) -> str:
         f"after {tuple(round(x, 2) for x in m['load_average_after'])} (a load above the thread count means "
         "other jobs shared the cores: timings are then inflated)",
     ]
-    mm = res.get("matmul", {})
-    if "fp32" in mm:
-        lines += [
-            f"- dense matmul: fp32 {mm['fp32']['gflops']} GFLOP/s, bf16 {mm['bf16']['gflops']} GFLOP/s "
-            f"(by shape: fp32 {mm['fp32'].get('by_shape')}, bf16 {mm['bf16'].get('by_shape')})",
-        ]
+    for name, when in (("matmul", "first"), ("matmul_end", "last")):
+        mm = res.get(name, {})
+        if "fp32" in mm:
+            lines.append(
+                f"- dense matmul, measured {when}: fp32 {mm['fp32']['gflops']} GFLOP/s, bf16 {mm['bf16']['gflops']} "
+                f"GFLOP/s (by shape: fp32 {mm['fp32'].get('by_shape')}, bf16 {mm['bf16'].get('by_shape')})"
+            )
+    if any(name in res for name in ("matmul", "matmul_end")):
+        lines.append("- every fraction of peak below divides by the better of the two at its precision")
     lines += ["", "## Targets", "", "| target | value | goal | met | definition |", "|---|---|---|---|---|"]
     for name, d in report["targets_detail"].items():
         met = {True: "yes", False: "**no**", None: "-"}[d["met"]]
@@ -57,7 +60,7 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in res.items():
-        if name in ("matmul", "icl", "icl_bf16", "icl_flops") or name.startswith(
+        if name in ("matmul", "matmul_end", "icl", "icl_bf16", "icl_flops") or name.startswith(
             ("latency/", "predict/", "cache_fill/")
         ):
             continue
