@@ -57,35 +57,27 @@ def run_name(run: str) -> str:
 def candidates(
     runs: list[str], finetune: list[str], ensembles: list[str] = ()
 ) -> list[tuple[str, str, dict[str, float]]]:
-    """``(label, run, fine-tuning options)`` for every run, plain and with each ``STEPS:LR``, then
-    ``(meta-ens:A+B, A+B, {})`` for each ensemble."""
+    """``(label, benchmark method spec, its options)`` for every run -- ``meta:RUN``, and
+    ``meta-ft:RUN`` for each ``STEPS:LR`` -- then ``meta-ens:A+B`` for each ensemble."""
     out = []
     for run in runs:
-        out.append((run, run, {}))
+        out.append((run, f"meta:{run}", {}))
         for spec in finetune:
             steps, _, lr = spec.partition(":")
-            out.append((f"meta-ft[{steps}:{lr}]:{run}", run, {"steps": int(steps), "lr": float(lr)}))
-    out += [(f"meta-ens:{members}", members, {}) for members in ensembles]
+            out.append((f"meta-ft[{steps}:{lr}]:{run}", f"meta-ft:{run}", {"steps": int(steps), "lr": float(lr)}))
+    out += [(f"meta-ens:{members}", f"meta-ens:{members}", {}) for members in ensembles]
     return out
 
 
-def build(run: str, ft: dict[str, float]):
-    """The learner and its algorithm label for one candidate (a run, a fine-tuned run or an ensemble)."""
-    from xmeta.bench.metarun import read_meta_run
-    from xmeta.meta import MetaLearner, load_meta_model
-    from xmeta.meta.ensemble import EnsembleLearner
-    from xmeta.meta.test_time import FineTuneLearner
+def build(method: str, options: dict[str, float]):
+    """The learner and its label (the benchmark's, e.g. ``protonet, fine-tuned 10 steps at lr 0.01``)
+    for one candidate, built by the benchmark's method registry as `xmeta bench` builds it."""
+    from xmeta.bench.methods import BuildContext, build_learner, describe_method, parse_method
 
-    members = run.split("+")
-    if len(members) > 1:
-        algorithms = " + ".join(read_meta_run(m).algorithm for m in members)
-        return EnsembleLearner([MetaLearner(load_meta_model(m)) for m in members]), f"ensemble: {algorithms}"
-    algorithm = read_meta_run(run).algorithm
-    if ft:
-        return FineTuneLearner(
-            load_meta_model(run), **ft
-        ), f"{algorithm}, fine-tuned {ft['steps']} steps at lr {ft['lr']:g}"
-    return MetaLearner(load_meta_model(run)), algorithm
+    spec = parse_method(method)
+    ctx = BuildContext(task="sib200", encoder="multilingual-e5-small", options=options)
+    info = describe_method(spec, ctx)
+    return build_learner(spec, ctx), info.display.removeprefix(f"{spec.name} (").removesuffix(")")
 
 
 def paired_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[float, tuple[float, float]]:
@@ -107,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     scored: dict[str, dict] = {}
-    for label, run, ft in candidates(args.runs, args.finetune, args.ensemble):
+    for label, method, options in candidates(args.runs, args.finetune, args.ensemble):
         path = out / "runs" / f"{run_name(label)}.json"
         if path.exists() and (prev := json.loads(path.read_text(encoding="utf-8"))).get("fingerprint") == fingerprint:
             log.info("%s: already scored on these episodes", label)
             scored[label] = prev
             continue
-        learner, algorithm = build(run, ft)
+        learner, algorithm = build(method, options)
         accuracies = [episode_accuracy(learner, ep) for ep in tqdm(episodes, desc=label, file=sys.stderr)]
         result = score(episodes, accuracies)
         by_lang: dict[str, list[float]] = {}

@@ -80,4 +80,4 @@ def test_select_runs_ranks_the_shipped_default_and_writes_resumable_results(data
         runpy.run_path(str(ROOT / "eval" / "select_runs.py"), run_name="__main__")
     ranked = {r["run"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
     ens = ranked["meta-ens:default+default"]
-    assert ens["algorithm"] == "ensemble: protonet + protonet" and ens["per_lang"] == ranked["default"]["per_lang"]
+    assert ens["algorithm"] == "ensemble of 2: protonet + protonet" and ens["per_lang"] == ranked["default"]["per_lang"]
