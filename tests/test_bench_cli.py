@@ -66,7 +66,9 @@ def test_shipped_configs_load_and_open_with_the_command() -> None:
     lowres = load_config(BenchConfig, ROOT / "eval/configs/sib200_lowres.yaml")
     assert len(lowres.langs) == 25 and lowres.k_shot == [1, 5, 10] and lowres.n_way == 7 and lowres.q_query == 5
     assert lowres.episodes_per_lang == 20 and lowres.seed == 0
-    assert lowres.methods[:2] == ["frozen-proto", "logreg"] and all(m.startswith("meta:") for m in lowres.methods[2:])
+    assert lowres.methods[:2] == ["frozen-proto", "logreg"] and all(
+        m.startswith(("meta:", "meta-ens:")) for m in lowres.methods[2:]
+    )
     costly = load_config(BenchConfig, ROOT / "eval/configs/sib200_lowres_costly.yaml")
     assert set(costly.langs) < set(lowres.langs) and {"finetune", "icl:gemma-3-270m"} <= set(costly.methods)
     peers = load_config(BenchConfig, ROOT / "eval/configs/sib200_lowres_peers.yaml")
