@@ -39,6 +39,8 @@ INTENDED_CHANGES: dict[str, dict[str, Any]] = {
     # Issue 17: sized to the run that produced eval/results/meta_runs/protomaml_hr50 (LoRA inner loops
     # make each validation ~6 min, so validation every 50 steps with patience 3 over 250 steps).
     "recipes/configs/protomaml_hr50.yaml": {"max_steps": 250, "val_every": 50, "patience": 3},
+    # Issue 17: second-order MAML++ sized the same way (1,000 episodes, validation every 50 steps).
+    "recipes/configs/mamlpp_hr50.yaml": {"max_steps": 250, "val_every": 50, "patience": 3},
 }
 
 
