@@ -21,6 +21,7 @@ from xmeta.errors import InputError
 from xmeta.meta import learners
 from xmeta.meta.maml import episode_logits
 from xmeta.meta.modes import eval_mode
+from xmeta.models.inference import InferenceLayers
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_PREDICT = AdaptedPredictor.predict
@@ -49,12 +50,15 @@ def reference_probs(predictor: AdaptedPredictor, texts: list[str]) -> np.ndarray
     return torch.softmax(logits.double(), -1).numpy()
 
 
-@pytest.mark.parametrize("layers", ["auto", "packed"])
+@pytest.mark.parametrize("layers", ["auto", "packed", "general"])
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 def test_fast_path_equals_the_padded_reference(tiny, batch_size, layers, monkeypatch):
     if layers == "packed":  # every batch through the packed layers, however little padding it has
         monkeypatch.setattr(learners, "PADDED_OVERHEAD_MAX", 0.0)
+    if layers == "general":  # no prediction layers (xmeta.models.inference): functional_call per batch
+        monkeypatch.setattr(InferenceLayers, "build", classmethod(lambda cls, *a, **k: None))
     predictor = xmeta.load_predictor(tiny["model"], batch_size=batch_size)
+    assert (predictor._episode.inference_layers is None) == (layers == "general")
     texts = read_texts(tiny["input"])
     got = predictor.predict(texts)
     np.testing.assert_allclose(got.probs, reference_probs(predictor, texts), rtol=0, atol=1e-5)
@@ -78,6 +82,12 @@ def test_fast_path_equals_the_padded_reference_on_the_default_model():
     np.testing.assert_allclose(predictor.predict(texts).probs, want, rtol=0, atol=1e-4)
     predictor.batch_size = 7  # batches of mixed lengths: packed layers
     np.testing.assert_allclose(predictor._episode.predict(texts[::-1]).probs, want[::-1], rtol=0, atol=1e-4)
+    # bf16 (the default `auto` on CPUs with bf16 units): oneDNN GEMMs, float32 residual stream.
+    # Measured on 2,000 sentences: |dp| <= 0.018, labels equal on 99.25% (xmeta.models.inference).
+    bf16 = xmeta.adapt(support, "default", lang="swh_Latn", batch_size=16, precision="bf16")
+    got = bf16.predict(texts).probs
+    assert np.abs(got - want).max() < 0.05
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
 
 
 # ---------------------------------------------------------------- streaming input

@@ -72,8 +72,9 @@ def reset_peak() -> float | None:
 # ---- FLOPs ----------------------------------------------------------------------------------
 
 
-def _register_cpu_sdpa_flops() -> None:
-    """FlopCounterMode knows the CUDA attention kernels; add the CPU flash kernel (same maths)."""
+def _register_cpu_flops() -> None:
+    """FlopCounterMode knows the CUDA attention kernels and aten's matmuls; add the CPU flash kernel
+    (same maths) and the fused oneDNN linear of xmeta's prediction layers (``xmeta.models.inference``)."""
     from torch.utils import flop_counter as fc
 
     aten = torch.ops.aten
@@ -88,13 +89,26 @@ def _register_cpu_sdpa_flops() -> None:
     def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
         return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    if mkldnn is None or not hasattr(mkldnn, "_linear_pointwise"):
+        return
+
+    @fc.register_flop_formula(mkldnn._linear_pointwise)
+    def _linear(x_shape, *args, out_shape=None, **kwargs) -> int:
+        # (X, W, B, attr, scalars, algorithm) or, for the .binary overload, (X, other, W, B, attr)
+        w_shape = args[0] if isinstance(args[2], str) else args[1]
+        rows = 1
+        for d in x_shape[:-1]:
+            rows *= d
+        return 2 * rows * x_shape[-1] * w_shape[0]  # X (..., in) @ W (out, in).T, as for addmm
+
 
 @contextlib.contextmanager
 def count_flops(box: list[int]):
     """Matmul FLOPs (mm, bmm, addmm, attention) of the block, added to ``box[0]``."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    _register_cpu_sdpa_flops()
+    _register_cpu_flops()
     mode = FlopCounterMode(display=False)
     with mode:
         yield

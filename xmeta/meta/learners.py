@@ -11,6 +11,7 @@ never modifies the module: adapted tensors live in the predictor's state.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,13 +25,15 @@ from xmeta.errors import XmetaError
 from xmeta.interfaces import Example, Prediction, label_names_of
 from xmeta.meta.cache import PER_EPISODE, RUN_ALL_LAYERS, FrozenLayers
 from xmeta.meta.config import MetaConfig
+from xmeta.meta.functional import subdict
 from xmeta.meta.maml import AdaptedState, adapt_episode, episode_logits
 from xmeta.meta.memo import FeatureMemo
 from xmeta.meta.model import MetaModel
 from xmeta.meta.modes import eval_mode, seeded
 from xmeta.meta.precision import Precision, check_precision, inference_precision
 from xmeta.models.encoder import Encoder, EncoderConfig
-from xmeta.models.inputs import Batch, EncoderInputs
+from xmeta.models.inference import InferenceLayers
+from xmeta.models.inputs import Batch, EncoderInputs, Features
 
 
 def support_inputs(
@@ -79,15 +82,28 @@ class EpisodePredictor:
     @torch.no_grad()
     def logits(self, texts: Sequence[str]) -> Tensor:
         """Logits ``(len(texts), N)`` on the encoder's device (float32 under bf16 autocast)."""
+        layers = self.inference_layers
         with eval_mode(self.model), inference_precision(self.precision, self.model.encoder.device):
-            outs = [
-                episode_logits(self.model, self.state, self._batch(texts[i : i + self.batch_size]))
-                for i in range(0, len(texts), self.batch_size)
-            ]
+            outs = []
+            for i in range(0, len(texts), self.batch_size):
+                batch = self._batch(texts[i : i + self.batch_size])
+                if layers is not None and not isinstance(batch, Features):
+                    batch = Features(layers(batch))
+                outs.append(episode_logits(self.model, self.state, batch))
         if not outs:
             return torch.zeros(0, len(self.label_names))
         logits = torch.cat(outs)
         return logits.float() if logits.dtype == torch.bfloat16 else logits
+
+    @functools.cached_property
+    def inference_layers(self) -> InferenceLayers | None:
+        """The encoder's layers with the state's adapters, prepared for prediction once
+        (``xmeta.models.inference``); None with a memo (it embeds texts itself) or an encoder those
+        layers do not reproduce (the general ``functional_call`` path then runs)."""
+        if self.memo is not None:
+            return None
+        params = subdict(self.state.params, "encoder.")
+        return InferenceLayers.for_precision(self.model.encoder, params, self.precision)
 
     def length_order(self, texts: Sequence[str]) -> list[int]:
         """Indices of ``texts`` by token count (stable): consecutive batches of this order hold

@@ -9,16 +9,18 @@ features, ``xmeta.peers.embeddings.FrozenEmbedder`` the frozen probe's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
 
-from xmeta.meta.functional import encoder_features
+from xmeta.meta.functional import encoder_features, subdict
 from xmeta.meta.model import MetaModel
 from xmeta.meta.modes import eval_mode
 from xmeta.meta.precision import Precision, inference_precision
+from xmeta.models.inference import InferenceLayers
 from xmeta.models.inputs import Features
 
 V = TypeVar("V")
@@ -59,7 +61,8 @@ class FeatureMemo(TextMemo[Tensor]):
     """Encoder features by text, for learners whose encoder tensors never change at test time.
 
     Frozen prototypes, ProtoNet and head-only (ANIL-style) adaptation encode every sentence
-    with the same encoder (the model's own adapter tensors), so each is encoded once.
+    with the same encoder (the model's own adapter tensors), so each is encoded once, through
+    the prediction layers (``xmeta.models.inference``) prepared on first use from those tensors.
     """
 
     def __init__(
@@ -73,10 +76,18 @@ class FeatureMemo(TextMemo[Tensor]):
     def batch(self, texts: Sequence[str]) -> Features:
         """``Features`` ``(len(texts), d)``, encoding only texts not seen before."""
         enc, params = self.model.encoder, self.model.detached_params()
+        layers = self.inference_layers
 
         def encode(chunk: list[str]) -> Tensor:
-            return encoder_features(self.model, params, enc.packed_inputs(enc.tokenize(chunk)))
+            inputs = enc.packed_inputs(enc.tokenize(chunk))
+            return layers(inputs) if layers is not None else encoder_features(self.model, params, inputs)
 
         with eval_mode(self.model), inference_precision(self.precision, enc.device):
             feats = self.lookup(texts, encode)
         return Features(torch.stack(feats))
+
+    @functools.cached_property
+    def inference_layers(self) -> InferenceLayers | None:
+        """The encoder's prediction layers with the model's tensors, prepared once (None: general path)."""
+        params = subdict(self.model.detached_params(), "encoder.")
+        return InferenceLayers.for_precision(self.model.encoder, params, self.precision)
