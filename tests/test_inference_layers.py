@@ -59,6 +59,19 @@ def test_float64_layers_equal_the_encoder_on_packed_and_padded_inputs(targets, t
     torch.testing.assert_close(layers(enc.hidden_inputs(tokens, layer=start)), want, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("quantum", [7, 256])
+def test_padding_rows_to_a_quantum_changes_nothing(quantum):
+    # oneDNN builds a kernel per GEMM shape: bf16 runs pad row counts to a multiple of ROW_QUANTUM
+    enc = _encoder()
+    texts = _texts()
+    want = _reference(enc, texts)
+    layers = InferenceLayers.build(enc, {}, torch.float64)
+    layers.row_quantum = quantum
+    tokens = enc.tokenize(texts)
+    for inputs in (tokens, enc.packed_inputs(tokens)):
+        torch.testing.assert_close(layers(inputs), want, rtol=0, atol=1e-10)
+
+
 def test_tensors_in_params_replace_the_modules_own():
     enc = _encoder()
     texts = _texts()

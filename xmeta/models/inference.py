@@ -39,6 +39,11 @@ from torch.nn import functional as F
 from xmeta.models.inputs import PackedStates, TokenBatch
 from xmeta.models.packed import PackedLayout, pool_packed, supports_packing
 
+# oneDNN builds (and caches, ~1 MB each here) a kernel per GEMM shape: with the token count of every
+# batch as a GEMM dimension, a long `xmeta predict` run kept adding kernels (peak RSS +207 MB from
+# 10k to 100k lines). Row counts are padded to a multiple of this: at most 24 shapes per weight
+# for batches of 64 sentences of <= 96 tokens, ~3% padding rows on SIB-200's sentences.
+ROW_QUANTUM = 256
 _GELU_ALGORITHMS = {"GELUActivation": "none", "NewGELUActivation": "tanh", "GELUTanh": "tanh"}
 
 
@@ -141,28 +146,30 @@ class _Layer:
         self.qkv = FusedLinear(LinearWeights.stack(qkv), dtype, onednn=onednn)
         so, out = layer.attention.output, layer.output
         self.attn_out = FusedLinear(weights(so.dense, "attention.output.dense"), dtype, onednn=onednn)
-        self.ln1 = _layer_norm(so.LayerNorm, f"{path}.attention.output.LayerNorm", params, dtype)
+        self.ln1 = _layer_norm(so.LayerNorm, f"{path}.attention.output.LayerNorm", params)
         gelu = _GELU_ALGORITHMS[type(layer.intermediate.intermediate_act_fn).__name__]
         self.intermediate = FusedLinear(weights(layer.intermediate.dense, "intermediate.dense"), dtype, gelu=gelu,
                                         onednn=onednn)  # fmt: skip
         self.out = FusedLinear(weights(out.dense, "output.dense"), dtype, onednn=onednn)
-        self.ln2 = _layer_norm(out.LayerNorm, f"{path}.output.LayerNorm", params, dtype)
+        self.ln2 = _layer_norm(out.LayerNorm, f"{path}.output.LayerNorm", params)
 
-    def __call__(self, h: Tensor, layout: PackedLayout, dtype: torch.dtype) -> Tensor:
-        """The layer on sorted packed ``h``; ``dtype`` is the GEMMs' (``h`` may be wider: the residual stream)."""
+    def __call__(self, h: Tensor, layout: PackedLayout, dtype: torch.dtype, rows: Tensor | None) -> Tensor:
+        """The layer on sorted packed ``h`` (real tokens first, then any padding rows); ``dtype`` is
+        the GEMMs' (``h`` may be wider: the residual stream); ``rows`` gives each row of ``h`` its
+        row of the attention output (None: the grid's rows are ``h``'s)."""
         heads, dh = self.heads, self.head_dim
         width = heads * dh
-        qkv = self.qkv(h.to(dtype))  # (T, 3 * H * dh)
+        qkv = self.qkv(h.to(dtype))  # (rows of h, 3 * H * dh)
         sizes = [b.n * b.width for b in layout.buckets]
-        cells = [qkv] if layout.identity else qkv.index_select(0, layout.gather).split(sizes)
+        cells = [qkv[: sizes[0]]] if layout.identity else qkv.index_select(0, layout.gather).split(sizes)
         parts = []
         for b, c in zip(layout.buckets, cells):
             q, k, v = c.view(b.n, b.width, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)  # (n, H, width, dh)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=b.keep, scale=self.scaling)
             parts.append(ctx.transpose(1, 2).reshape(b.n * b.width, width))
         ctx = parts[0] if len(parts) == 1 else torch.cat(parts)
-        if not layout.identity:
-            ctx = ctx.index_select(0, layout.scatter)
+        if rows is not None:
+            ctx = ctx.index_select(0, rows)
         attn = self.ln1(_add(self.attn_out, ctx, h))
         return self.ln2(_add(self.out, self.intermediate(attn.to(dtype)), attn))
 
@@ -176,9 +183,10 @@ class InferenceLayers:
     """The encoder's BERT layers prepared for ``torch.no_grad`` prediction with fixed weights.
 
     Build with ``InferenceLayers.build``; call on encoder inputs to get pooled sentence embeddings
-    (float32, or the compute dtype where it is wider), as ``Encoder.forward`` would give them: packed hidden states (``PackedStates``, the
-    padding-free layout), or a right-padded ``TokenBatch`` with little padding, which runs as one
-    fixed grid (every cell a row, padded keys masked): no gathers or scatters at all.
+    (float32, or the compute dtype where it is wider), as ``Encoder.forward`` would give them:
+    packed hidden states (``PackedStates``, the padding-free layout), or a right-padded
+    ``TokenBatch`` with little padding, which runs as one fixed grid (every cell a row, padded keys
+    masked): no gathers or scatters at all.
     """
 
     def __init__(self, encoder: nn.Module, layers: list[_Layer], dtype: torch.dtype, onednn: bool) -> None:
@@ -188,6 +196,7 @@ class InferenceLayers:
         self.dtype = dtype
         self.out_dtype = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype  # pooled in it
         self.residual_dtype = self.out_dtype  # of the hidden states between layers (see the module)
+        self.row_quantum = ROW_QUANTUM if onednn else 1  # GEMM row counts are multiples of it
         self.pooling = encoder.cfg.pooling
         self.normalize = encoder.cfg.normalize
         self.onednn = onednn
@@ -198,8 +207,8 @@ class InferenceLayers:
         ``params`` (names relative to the encoder, e.g. adapted LoRA tensors) replacing its own.
 
         Returns None where the layers are not plain BERT layers with plain LoRA adapters (other
-        architectures, DoRA, merged or several active adapters, another activation, adapted
-        embeddings): the caller keeps the general path.
+        architectures, DoRA or merged adapters, another activation, adapted embeddings): the
+        caller keeps the general path.
         """
         backbone = encoder.backbone
         if not supports_packing(backbone) or any(n.startswith("backbone.embeddings.") for n in params):
@@ -248,10 +257,17 @@ class InferenceLayers:
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
     def _run(self, h: Tensor, layout: PackedLayout, start: int) -> Tensor:
+        real = h.shape[0]
         h = h.to(self.residual_dtype)
+        rows = None if layout.identity else layout.scatter
+        pad = -real % self.row_quantum
+        if pad:  # rows that no attention reads; each takes attention output row 0
+            h = F.pad(h, (0, 0, 0, pad))
+            base = torch.arange(real, device=h.device) if rows is None else rows
+            rows = torch.cat([base, base.new_zeros(pad)])
         for layer in self.layers[start:]:
-            h = layer(h, layout, self.dtype)
-        return h
+            h = layer(h, layout, self.dtype, rows)
+        return h[:real]
 
 
 class _Unsupported(Exception):
@@ -294,15 +310,19 @@ def effective_linear(module: nn.Module, path: str, params: Mapping[str, Tensor],
     return out
 
 
-def _layer_norm(
-    module: nn.LayerNorm, path: str, params: Mapping[str, Tensor], dtype: torch.dtype
-) -> Callable[[Tensor], Tensor]:
-    """``module``'s LayerNorm on inputs of ``dtype``; float32 statistics and parameters on CPU (its
-    kernel takes bf16 inputs with float32 parameters, as under autocast), ``dtype`` elsewhere."""
+def _layer_norm(module: nn.LayerNorm, path: str, params: Mapping[str, Tensor]) -> Callable[[Tensor], Tensor]:
+    """``module``'s LayerNorm with its own float32 parameters. The residual stream it normalises is
+    float32 by default; a narrower one (``InferenceLayers.residual_dtype``) keeps float32
+    parameters on CPU (its kernel takes bf16 inputs with float32 parameters, as under autocast)
+    and casts them to the input's dtype elsewhere."""
     weight = params.get(f"{path}.weight", module.weight).detach()
     bias = params.get(f"{path}.bias", module.bias)
     bias = None if bias is None else bias.detach()
-    if weight.device.type != "cpu":
-        weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
     shape, eps = tuple(module.normalized_shape), module.eps
-    return lambda x: F.layer_norm(x, shape, weight, bias, eps)
+
+    def norm(x: Tensor) -> Tensor:
+        if x.dtype == weight.dtype or x.device.type == "cpu":
+            return F.layer_norm(x, shape, weight, bias, eps)
+        return F.layer_norm(x, shape, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), eps)
+
+    return norm
