@@ -50,8 +50,9 @@ examples:
 DESCRIPTION = "Label each input text with an adapted model and print JSON lines with class probabilities."
 PARTIAL_FORMAT = "xmeta-predict-partial/1"
 # The default of --precision: bf16 where the CPU (or GPU) has bf16 units, else fp32. On the standard
-# benchmark (25 languages, K = 1/5/10, 52,500 queries) bf16 inference moved the shipped model's mean
-# accuracy by -0.06 / +0.03 / +0.03 points (95% intervals within +-0.14) and changed 0.6% of the
+# benchmark (25 languages, K = 1/5/10, 52,500 queries) bf16 inference through the prediction layers
+# (xmeta.models.inference: bf16 GEMMs, float32 residual stream) moved the shipped model's mean
+# accuracy by -0.01 / +0.01 / +0.01 points (95% intervals within +-0.09) and changed 0.6% of the
 # predictions: eval/results/bf16_check/comparison.md.
 DEFAULT_PRECISION = "auto"
 CHUNK_BATCHES = 16  # texts per chunk = batch size x this: each chunk is length-sorted, then written

@@ -44,10 +44,11 @@ def support_inputs(
     return batch, torch.tensor([e.label for e in support], dtype=torch.long, device=encoder.device)
 
 
-# A batch whose padded grid is within this factor of its real tokens runs the backbone's own padded
-# layers: with length-sorted input (``length_order``, as ``AdaptedPredictor`` sorts) that is nearly
-# every batch, and it skips the packed layers' per-layer gathers and scatters (about 1.6x faster
-# under bf16 autocast on a 2-core AVX512-BF16 CPU, torch 2.13). Batches of mixed lengths still pack.
+# A batch whose padded grid is within this factor of its real tokens runs padded: as one fixed grid in
+# the prediction layers (``xmeta.models.inference``), or the backbone's own layers on the general path.
+# With length-sorted input (``length_order``, as ``AdaptedPredictor`` sorts) that is nearly every
+# batch, and it skips the packed layers' per-layer gathers and scatters (about 1.6x faster under bf16
+# autocast on a 2-core AVX512-BF16 CPU, torch 2.13). Batches of mixed lengths still pack.
 PADDED_OVERHEAD_MAX = 1.15
 
 

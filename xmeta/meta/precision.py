@@ -20,9 +20,10 @@ def inference_precision(precision: str, device: torch.device) -> contextlib.Abst
     """Autocast for adapting and predicting at ``precision``.
 
     ``bf16`` roughly halves the time of an encoder forward on CPUs with bf16 units (AVX512-BF16,
-    AMX) and on GPUs; on 875 queries of the 25 benchmark languages it changed 0.3% of the
-    predictions and left the accuracy unchanged (``eval/results/perf/bf16_check.json``). ``fp32``
-    is exact and the default.
+    AMX) and on GPUs (prediction with fixed weights goes further: ``xmeta.models.inference``); on
+    the standard benchmark it changed 0.6% of the shipped model's predictions and its mean
+    accuracy by at most 0.01 points (``eval/results/bf16_check/comparison.md``). ``fp32`` is exact
+    and the default here; ``xmeta predict`` defaults to ``auto``.
 
     Raises:
         InputError: for another precision name.

@@ -8,6 +8,11 @@ The fp32 cells are the committed standard benchmark's ``meta:eval/results/meta_r
 ``precision: bf16``. Same episodes (checked by uid); per K: both means over the 25 languages, the
 paired difference with a 95% bootstrap interval (per-episode differences resampled within
 languages) and the share of query predictions that changed.
+
+History: the bf16 cells were first computed through bf16 autocast of the general encoder path
+(-0.06 / +0.03 / +0.03 points at K = 1 / 5 / 10, 111 / 108 / 113 predictions changed); since issue
+18 they come from the prediction layers (``xmeta.models.inference``: bf16 oneDNN GEMMs, float32
+residual stream), which ``xmeta predict`` and the benchmark's memo now run.
 """
 
 from __future__ import annotations
