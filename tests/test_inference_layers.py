@@ -105,19 +105,24 @@ def test_merged_and_unmerged_lora_apply_the_same_linear():
 
 
 @pytest.mark.skipif(not ONEDNN, reason="no oneDNN bf16 linear in this torch build")
-@pytest.mark.parametrize(("gelu", "residual"), [(None, False), (None, True), ("none", False), ("tanh", False)])
+@pytest.mark.parametrize(
+    ("gelu", "residual"), [(None, False), (None, True), ("none", False), ("tanh", False), ("none", True)]
+)
 @pytest.mark.parametrize("lora", [False, True])
-def test_onednn_linear_matches_f_linear_in_bf16(gelu, lora, residual):  # the layers' combinations
+def test_onednn_linear_matches_f_linear_in_bf16(gelu, lora, residual):
     g = torch.Generator().manual_seed(0)
     w = LinearWeights(torch.randn(48, 32, generator=g), torch.randn(48, generator=g), [])
     if lora:
         w.lora.append((torch.randn(4, 32, generator=g), torch.randn(48, 4, generator=g) * 0.1))
     x = torch.randn(70, 32, generator=g).bfloat16()
     r = torch.randn(70, 48, generator=g).bfloat16() if residual else None
-    got = FusedLinear(w, torch.bfloat16, gelu=gelu, onednn=True)(x, r)
-    want = FusedLinear(w, torch.float32, gelu=gelu, onednn=False)(x.float(), None if r is None else r.float())
-    assert got.dtype == torch.bfloat16
-    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=6e-2)  # bf16: 8-bit mantissa, |y| up to ~20
+    want = F.linear(x.float(), w.weight, w.bias) + sum(x.float() @ a.T @ b.T for a, b in w.lora)  # act(...) + r
+    want = want if gelu is None else F.gelu(want, approximate=gelu)
+    want = want if r is None else want + r.float()
+    for onednn, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        got = FusedLinear(w, dtype, gelu=gelu, onednn=onednn)(x.to(dtype), None if r is None else r.to(dtype))
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=6e-2)  # bf16: 8-bit mantissa, |y| up to ~20
 
 
 def test_bf16_layers_are_within_bf16_rounding_of_fp32_and_of_autocast():

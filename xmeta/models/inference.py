@@ -108,10 +108,10 @@ class FusedLinear:
     def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         if self.lora_a is not None:
             delta = F.linear(F.linear(x, self.lora_a), self.lora_b)
-            residual = delta if residual is None else delta + residual
             if self.gelu is not None:  # the activation comes after the adapters' addition
-                y = self._linear(x, residual, None)
-                return F.gelu(y, approximate=self.gelu)
+                y = F.gelu(self._linear(x, delta, None), approximate=self.gelu)
+                return y if residual is None else y + residual
+            residual = delta if residual is None else delta + residual
         return self._linear(x, residual, self.gelu)
 
     def _linear(self, x: Tensor, residual: Tensor | None, gelu: str | None) -> Tensor:
