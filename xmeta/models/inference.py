@@ -7,7 +7,7 @@ depends only on the weights is done once, when the predictor is built:
   instead of three;
 - LoRA adapters merged into the frozen weights in fp32 (``W + scale * B @ A``); in bf16 they stay
   a separate low-rank product (merged, the small update would be rounded to W's 8-bit mantissa:
-  on 1,000 sentences of the default model that flipped 1.7% of the labels against fp32, 1.1% for
+  in a one-off check on 1,000 sentences of the default model that flipped 1.7% of the labels against fp32, 1.1% for
   autocast), all of a layer's adapters as one product whose output the GEMM adds in its epilogue;
 - in bf16 on CPU, the weights reordered once into oneDNN's blocked layout and the bias, the GELU
   and the residual addition computed inside the GEMM (``torch.ops.mkldnn._linear_pointwise``, the
@@ -22,9 +22,9 @@ reference path up to float rounding (LoRA merged before, not after, the product)
 GEMMs and attention run in bf16 (bias and GELU applied before the one rounding of a GEMM's
 output) and the residual stream and LayerNorms stay float32, as under autocast, where a float32
 embedding output keeps every residual sum in float32. Measured on 2,000 SIB-200 test sentences of
-the 25 evaluation languages with the default model adapted to Swahili: labels equal to fp32's on
-99.25% of them at 293 sentences/s; a bf16 residual stream (``residual_dtype``) gave 99.15% at 323
-(bf16 autocast through the general path: 240 sentences/s on the first 1,000 of them).
+the 25 evaluation languages with the default model adapted to Swahili (``eval/perf/predict_layers.py``):
+labels equal to fp32's on 99.25% of them at 265 sentences/s; a bf16 residual stream
+(``residual_dtype``) gave 99.15% at 304, bf16 autocast through the general path 99.1% at 224.
 """
 
 from __future__ import annotations
@@ -197,6 +197,7 @@ class InferenceLayers:
         self.out_dtype = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype  # pooled in it
         self.residual_dtype = self.out_dtype  # of the hidden states between layers (see the module)
         self.row_quantum = ROW_QUANTUM if onednn else 1  # GEMM row counts are multiples of it
+        self.pool = encoder.pool
         self.pooling = encoder.cfg.pooling
         self.normalize = encoder.cfg.normalize
         self.onednn = onednn
@@ -247,11 +248,7 @@ class InferenceLayers:
             n, width, hidden = h.shape
             layout = PackedLayout.grid(batch.attention_mask.sum(1).tolist(), width, h.device)
             h = self._run(h.reshape(n * width, hidden), layout, 0).view(n, width, hidden).to(self.out_dtype)
-            if self.pooling == "cls":
-                emb = h[:, 0]
-            else:
-                mask = batch.attention_mask.unsqueeze(-1).to(h.dtype)
-                emb = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            return self.pool(h, batch.attention_mask)  # the encoder's own pooling (and normalisation)
         else:
             raise TypeError(f"InferenceLayers takes TokenBatch or PackedStates, got {type(batch).__name__}")
         return F.normalize(emb, dim=-1) if self.normalize else emb
