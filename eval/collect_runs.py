@@ -7,6 +7,12 @@ summarised into ``attempts.json``, where the runs collected earlier keep their r
 validation languages, never by the evaluation languages); the notes below its table are kept.
 
     python eval/collect_runs.py runs/protonet runs/head_only ...
+
+``--checkpoint STEP`` also publishes one run's checkpoint of that step as the artifact
+``<run>_step<STEP>`` (no table row: the run's row is its chosen artifact), e.g. the last step of a run
+whose best validation came earlier, to score both on the wide validation set (``eval/select_runs.py``):
+
+    python eval/collect_runs.py runs/mamlpp_hr50 --checkpoint 250
 """
 
 from __future__ import annotations
@@ -58,10 +64,35 @@ def _wall_minutes(run: Path) -> float | None:
     return None if seconds is None else round(seconds / 60, 1)
 
 
+def publish_checkpoint(run: Path, step: int) -> Path:
+    """Write ``run``'s checkpoint of ``step`` as the artifact ``OUT/<run>_step<step>`` (with the run's
+    training data, for the benchmark's leakage check, and the validation accuracy of that step)."""
+    from xmeta.artifacts import open_artifact
+    from xmeta.artifacts.training_data import training_data_of
+    from xmeta.meta.checkpoint import load_meta_model, save_meta_model
+
+    ckpt = run / "checkpoints" / f"step-{step:08d}"
+    if not ckpt.is_dir():
+        kept = sorted(p.name for p in (run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
+        raise SystemExit(f"{ckpt}: no checkpoint of step {step} (kept: {', '.join(kept) or 'none'})")
+    chosen = run / "final" if (run / "final").is_dir() else run / "best"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    val = next((r["val_acc"] for r in rows if r["step"] == step and "val_acc" in r), None)
+    card = (f"The state of the meta-training run `{run.name}` at step {step} (its checkpoint), published beside "
+            f"the run's chosen artifact `{run.name}` (its best validation step) to compare the two.\n")  # fmt: skip
+    return save_meta_model(load_meta_model(ckpt), OUT / f"{run.name}_step{step}",
+                           training=training_data_of(open_artifact(chosen)), step=step, val_acc=val, card=card)  # fmt: skip
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--checkpoint", type=int, metavar="STEP",
+                   help="also publish the (single) run's checkpoint of this step as <run>_step<STEP>")  # fmt: skip
     args = p.parse_args()
+    if args.checkpoint is not None and len(args.runs) != 1:
+        p.error("--checkpoint takes exactly one run")
     OUT.mkdir(parents=True, exist_ok=True)
     # Runs collected earlier keep their rows (their artifacts hold no metrics): attempts.json is the record.
     known = (
@@ -79,6 +110,8 @@ def main() -> None:
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(src, dest)  # the artifact alone: its manifest lists every file it holds
         known[run.name] = summarise(run)
+    if args.checkpoint is not None:
+        print(f"published {publish_checkpoint(args.runs[0], args.checkpoint)}")
     summaries = [known[name] for name in sorted(known)]
     lines = [
         "# Meta-training attempts (chosen by meta-validation accuracy: nya, run, sot, tsn, kon dev splits)",

@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
+
+from xmeta.config import to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 
@@ -54,3 +58,44 @@ def test_a_new_run_joins_the_table_and_earlier_rows_and_notes_stay(tmp_path, mon
     assert "| `first` |" in md and "| not recorded |" in md and "| 117 |" in md
     assert md.endswith("\n## Notes\n\nWritten by hand.\n")
     assert (out / "second" / "xmeta.json").is_file() and not (out / "second" / "metrics.jsonl").exists()
+
+
+def test_a_checkpoint_is_published_as_an_artifact_with_its_step_and_validation(tmp_path, monkeypatch) -> None:
+    from adapt_fixtures import encoder_config, write_encoder, write_meta_checkpoint
+
+    from xmeta.artifacts import open_artifact
+    from xmeta.artifacts.training_data import training_data_of
+    from xmeta.meta import MetaConfig, MetaModel
+    from xmeta.meta.checkpoint import load_meta_model
+    from xmeta.models.encoder import Encoder
+    from xmeta.training.checkpoint import save_checkpoint
+
+    out = tmp_path / "meta_runs"
+    monkeypatch.setattr(collect_runs, "OUT", out)
+    run = _run(tmp_path / "runs", "mamlpp", 60.0)
+    model_dir = write_encoder(tmp_path / "enc")
+    (run / "final").rename(tmp_path / "stub")
+    write_meta_checkpoint(run / "final", model_dir, algorithm="maml", learn_inner_lr=True)  # the chosen step
+    later = MetaModel(Encoder.from_config(encoder_config(model_dir)), MetaConfig(algorithm="maml", learn_inner_lr=True))
+    with torch.no_grad():
+        for p in later.meta_params().values():
+            p.add_(0.5)  # a state unlike the chosen one
+    opt = torch.optim.SGD(later.meta_params().values(), lr=0.1)
+    save_checkpoint(run, 4, later.meta_state_dict(), opt.state_dict(), {}, {"best_val": 0.55},
+                    encoder=to_dict(later.encoder.cfg), meta=to_dict(later.cfg))  # fmt: skip
+
+    monkeypatch.setattr(sys, "argv", ["collect_runs.py", str(run), "--checkpoint", "4"])
+    collect_runs.main()
+    published = out / "mamlpp_step4"
+    manifest = open_artifact(published)  # a verified artifact, loadable as meta:<dir>
+    assert manifest.kind == "meta" and manifest.step == 4 and manifest.val_acc == 0.55
+    assert training_data_of(manifest) == training_data_of(open_artifact(run / "final"))
+    loaded = load_meta_model(published).meta_state_dict()
+    for name, tensor in later.meta_state_dict().items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0)
+    rows = {r["name"] for r in json.loads((out / "attempts.json").read_text(encoding="utf-8"))}
+    assert rows == {"mamlpp"}  # the run's row only: the checkpoint is a diagnostic artifact
+
+    monkeypatch.setattr(sys, "argv", ["collect_runs.py", str(run), "--checkpoint", "3"])
+    with pytest.raises(SystemExit, match=r"no checkpoint of step 3 \(kept: step-00000004\)"):
+        collect_runs.main()

@@ -41,6 +41,8 @@ INTENDED_CHANGES: dict[str, dict[str, Any]] = {
     "recipes/configs/protomaml_hr50.yaml": {"max_steps": 250, "val_every": 50, "patience": 3},
     # Issue 17: second-order MAML++ sized the same way (1,000 episodes, validation every 50 steps).
     "recipes/configs/mamlpp_hr50.yaml": {"max_steps": 250, "val_every": 50, "patience": 3},
+    # Issue 17: first-order MAML at scale sized the same way, so the three MAML-family runs compare.
+    "recipes/configs/fomaml_hr50.yaml": {"max_steps": 250, "val_every": 50, "patience": 3},
 }
 
 
