@@ -5,6 +5,7 @@ benchmark can load it as ``meta:<dir>`` from a clean clone; its config and valid
 summarised into ``attempts.json``, where the runs collected earlier keep their rows.
 ``attempts.md`` lists each run with its meta-validation accuracy (runs are chosen by the
 validation languages, never by the evaluation languages); the notes below its table are kept.
+``val_curves.png`` plots every run's validation curve against the episodes it had trained on.
 
     python eval/collect_runs.py runs/protonet runs/head_only ...
 
@@ -84,6 +85,30 @@ def publish_checkpoint(run: Path, step: int) -> Path:
                            training=training_data_of(open_artifact(chosen)), step=step, val_acc=val, card=card)  # fmt: skip
 
 
+def plot_curves(summaries: list[dict], path: Path) -> Path:
+    """Each run's validation accuracy against training episodes (one panel per validation set size:
+    runs validated on different episodes are not on one scale)."""
+    from xmeta.bench.plots import pyplot, save_figure
+
+    plt = pyplot()
+    sizes = sorted({s["val_episodes"] for s in summaries})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6.0 * len(sizes), 4.5), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        for s in (s for s in summaries if s["val_episodes"] == size and s["val_curve"]):
+            steps, accs = zip(*s["val_curve"])
+            per_step = s["episodes"] / s["steps"]
+            (line,) = ax.plot([per_step * t for t in steps], [100 * a for a in accs], marker="o", ms=3,
+                              label=f"{s['name']} ({s['algorithm']})")  # fmt: skip
+            ax.plot(per_step * s["best_step"], 100 * s["best_val"], marker="*", ms=12, color=line.get_color())
+        ax.set_xlabel("training episodes")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title(f"{size} validation episodes (\u2605 = the published step)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(plt, fig, path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
@@ -137,6 +162,7 @@ def main() -> None:
     rest = old[old.index("\n## ") :] if "\n## " in old else ""
     (OUT / "attempts.md").write_text("\n".join(lines) + "\n" + rest, encoding="utf-8")
     (OUT / "attempts.json").write_text(json.dumps(summaries, indent=1) + "\n", encoding="utf-8")
+    plot_curves(summaries, OUT / "val_curves.png")
     print("\n".join(lines))
 
 

@@ -58,6 +58,7 @@ def test_a_new_run_joins_the_table_and_earlier_rows_and_notes_stay(tmp_path, mon
     assert "| `first` |" in md and "| not recorded |" in md and "| 117 |" in md
     assert md.endswith("\n## Notes\n\nWritten by hand.\n")
     assert (out / "second" / "xmeta.json").is_file() and not (out / "second" / "metrics.jsonl").exists()
+    assert (out / "val_curves.png").read_bytes().startswith(b"\x89PNG")  # both runs' curves, plotted
 
 
 def test_a_checkpoint_is_published_as_an_artifact_with_its_step_and_validation(tmp_path, monkeypatch) -> None:

@@ -11,7 +11,8 @@ import numpy as np
 from xmeta.errors import writing
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never needs a display (CI, servers)
@@ -20,7 +21,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(plt: Any, fig: Any, path: Path) -> Path:
+def save_figure(plt: Any, fig: Any, path: Path) -> Path:
     """Save and close ``fig``; atomically, so an interrupted or refused save leaves no broken PNG."""
     try:
         with writing(path, atomic=True) as tmp:
@@ -39,7 +40,7 @@ def _err(acc: float | None, ci: list[float] | None) -> tuple[float, float, float
 
 def plot_per_language(res: Mapping[str, Any], path: Path) -> Path:
     """Accuracy per language (and the mean) with 95% intervals, one marker series per method."""
-    plt = _pyplot()
+    plt = pyplot()
     langs = list(res["langs"]) + ["mean"]
     methods = res["methods"]
     x = np.arange(len(langs))
@@ -63,12 +64,12 @@ def plot_per_language(res: Mapping[str, Any], path: Path) -> Path:
     ax.legend(fontsize=7, loc="best")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_vs_k(by_k: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     """Mean accuracy over languages against K, with the stratified 95% intervals."""
-    plt = _pyplot()
+    plt = pyplot()
     ks = sorted(by_k, key=int)
     first = by_k[ks[0]]
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -85,7 +86,7 @@ def plot_vs_k(by_k: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def write_plots(results: Mapping[str, Any], out: Path) -> list[Path]:
