@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ensemble", action="append", default=[], metavar="RUN+RUN[+...]",
                    help="also score the prediction ensemble of these runs (meta-ens: probabilities averaged), "
                         "e.g. --ensemble default+runs/fomaml (repeatable)")  # fmt: skip
+    p.add_argument("--reference", default=None, metavar="RUN",
+                   help="also give every run's paired difference to this one of the runs given (e.g. the shipped one)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -90,6 +92,8 @@ def paired_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> t
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.reference is not None and args.reference not in args.runs:
+        raise SystemExit(f"--reference {args.reference}: not one of the runs given ({', '.join(args.runs)})")
     langs = expand_languages(args.langs.split(","))
     episodes = validation_episodes("sib200", langs, n_way=7, k_shot=5, q_query=5, episodes_per_lang=args.episodes,
                                    seed=args.seed, data_dir=args.data_dir)  # fmt: skip
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             scored.setdefault(prev["run"], prev)
     ranked = sorted(scored.values(), key=lambda r: -r["accuracy"])
     best = ranked[0]
+    reference = next(r for r in ranked if r["run"] == args.reference) if args.reference else None
     lines = [
         "# Choosing between runs: the wide validation set",
         "",
@@ -133,20 +138,25 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"    python eval/select_runs.py {' '.join(args.runs)} --langs {args.langs} --episodes {args.episodes}"
         + "".join(f" --finetune {f}" for f in args.finetune)
-        + "".join(f" --ensemble {e}" for e in args.ensemble),
+        + "".join(f" --ensemble {e}" for e in args.ensemble)
+        + (f" --reference {args.reference}" if args.reference else ""),
         "",
-        "| run | algorithm | accuracy (%) | 95% interval | difference to the best (paired, points) |",
-        "|---|---|---:|---|---|",
+        "| run | algorithm | accuracy (%) | 95% interval | difference to the best (paired, points) |"
+        + (f" difference to `{reference['run']}` (paired, points) |" if reference else ""),
+        "|---|---|---:|---|---|" + ("---|" if reference else ""),
     ]
+
+    def difference(r: dict, to: dict) -> str:
+        if r is to:
+            return "–"
+        d, (lo, hi) = paired_difference(r["per_episode"], to["per_episode"])
+        return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
     for r in ranked:
-        if r is best:
-            diff = "–"
-        else:
-            d, (lo, hi) = paired_difference(r["per_episode"], best["per_episode"])
-            diff = f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
         lo, hi = r["ci"]
         lines.append(f"| `{r['run']}` | {r['algorithm']} | {100 * r['accuracy']:.1f} ± {50 * (hi - lo):.1f} | "
-                     f"[{100 * lo:.1f}, {100 * hi:.1f}] | {diff} |")  # fmt: skip
+                     f"[{100 * lo:.1f}, {100 * hi:.1f}] | {difference(r, best)} |"
+                     + (f" {difference(r, reference)} |" if reference else ""))  # fmt: skip
     with writing(out / "results.md", atomic=True) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
     with writing(out / "results.json", atomic=True) as tmp:

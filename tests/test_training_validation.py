@@ -81,3 +81,14 @@ def test_select_runs_ranks_the_shipped_default_and_writes_resumable_results(data
     ranked = {r["run"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
     ens = ranked["meta-ens:default+default"]
     assert ens["algorithm"] == "ensemble of 2: protonet + protonet" and ens["per_lang"] == ranked["default"]["per_lang"]
+    # Every run's paired difference to a reference run: the fine-tuned variant against the run itself.
+    monkeypatch.setattr(sys, "argv", argv + ["--finetune", "1:0.01", "--reference", "default"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(ROOT / "eval" / "select_runs.py"), run_name="__main__")
+    md = (out / "results.md").read_text()
+    assert "difference to `default` (paired, points) |" in md and "--reference default" in md
+    (row,) = [line for line in md.splitlines() if line.startswith("| `default` |")]
+    assert row.endswith("| – |")  # the reference against itself
+    monkeypatch.setattr(sys, "argv", argv + ["--reference", "runs/nope"])
+    with pytest.raises(SystemExit, match="--reference runs/nope: not one of the runs given"):
+        runpy.run_path(str(ROOT / "eval" / "select_runs.py"), run_name="__main__")
