@@ -18,9 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from xmeta.bench.stats import stratified_bootstrap_ci
+from xmeta.bench.stats import paired_difference
 from xmeta.errors import writing
 
 
@@ -38,12 +36,12 @@ def load_cells(out: Path) -> dict[int, dict[str, dict[str, list[dict]]]]:
 
 def paired(a: dict[str, list[dict]], b: dict[str, list[dict]]) -> tuple[float, tuple[float, float]]:
     """Mean over the shared languages of ``a - b`` per episode, and its stratified 95% interval."""
-    diffs = {}
-    for lang in sorted(set(a) & set(b)):
+    langs = sorted(set(a) & set(b))
+    for lang in langs:
         if [e["index"] for e in a[lang]] != [e["index"] for e in b[lang]]:
             raise SystemExit(f"{lang}: the two methods' cells hold different episodes")
-        diffs[lang] = [x["accuracy"] - y["accuracy"] for x, y in zip(a[lang], b[lang])]
-    return float(np.mean([np.mean(v) for v in diffs.values()])), stratified_bootstrap_ci(diffs)
+    accuracies = lambda cells: {lang: [e["accuracy"] for e in cells[lang]] for lang in langs}  # noqa: E731
+    return paired_difference(accuracies(a), accuracies(b))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,10 +22,9 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from xmeta.bench.stats import stratified_bootstrap_ci
+from xmeta.bench.stats import paired_difference
 from xmeta.data.languages import expand_languages
 from xmeta.errors import writing
 from xmeta.training.validation import episode_accuracy, score, validation_episodes
@@ -80,13 +79,6 @@ def build(method: str, options: dict[str, float]):
     ctx = BuildContext(task="sib200", encoder="multilingual-e5-small", options=options)
     info = describe_method(spec, ctx)
     return build_learner(spec, ctx), info.display.removeprefix(f"{spec.name} (").removesuffix(")")
-
-
-def paired_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[float, tuple[float, float]]:
-    """Mean over languages of ``a - b`` (same episodes) and its stratified bootstrap interval."""
-    diffs = {lang: list(np.asarray(a[lang]) - np.asarray(b[lang])) for lang in a}
-    mean = float(np.mean([np.mean(v) for v in diffs.values()]))
-    return mean, stratified_bootstrap_ci(diffs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xmeta.bench.stats import bootstrap_ci, stratified_bootstrap_ci
+from xmeta.bench.stats import bootstrap_ci, paired_difference, stratified_bootstrap_ci
 
 
 def test_constant_scores_give_a_zero_width_interval() -> None:
@@ -45,3 +45,15 @@ def test_bootstrap_is_reproducible_and_validates_input() -> None:
         bootstrap_ci([])
     with pytest.raises(ValueError):
         stratified_bootstrap_ci({})
+
+
+def test_paired_difference_removes_the_shared_spread_and_refuses_unpaired_scores() -> None:
+    rng = np.random.default_rng(0)
+    hard = {lang: list(rng.uniform(0.2, 0.9, 20)) for lang in ("aaa", "bbb", "ccc")}  # per-episode difficulty
+    better = {lang: [x + 0.02 for x in v] for lang, v in hard.items()}
+    d, (lo, hi) = paired_difference(better, hard)
+    assert d == pytest.approx(0.02) and lo == pytest.approx(0.02) and hi == pytest.approx(0.02)
+    own_lo, own_hi = stratified_bootstrap_ci(better)
+    assert own_hi - own_lo > 0.1  # either mean alone cannot see a 2-point gap
+    with pytest.raises(ValueError, match="different episodes"):
+        paired_difference(better, {"aaa": hard["aaa"]})

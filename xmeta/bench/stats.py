@@ -66,3 +66,15 @@ def stratified_bootstrap_ci(
     # Languages in sorted order so the draw does not depend on dict order.
     per_group = [_resampled_means(np.asarray(groups[k], dtype=float), n_boot, rng) for k in sorted(groups)]
     return _percentiles(np.mean(per_group, axis=0), level)
+
+
+def paired_difference(
+    a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]]
+) -> tuple[float, tuple[float, float]]:
+    """Mean over languages of ``a - b`` per episode (same episodes, same order) and its stratified
+    95% interval: most of the episode-to-episode spread is shared by two methods, so this interval
+    is far tighter than either mean's own and says whether the two differ."""
+    if set(a) != set(b) or any(len(a[k]) != len(b[k]) for k in a):
+        raise ValueError("paired difference of scores on different episodes")
+    diffs = {k: list(np.asarray(a[k], dtype=float) - np.asarray(b[k], dtype=float)) for k in a}
+    return float(np.mean([np.mean(v) for v in diffs.values()])), stratified_bootstrap_ci(diffs)
