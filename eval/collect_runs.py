@@ -8,6 +8,12 @@ validation languages, never by the evaluation languages); the notes below its ta
 ``val_curves.png`` plots every run's validation curve against the episodes it had trained on.
 
     python eval/collect_runs.py runs/protonet runs/head_only ...
+    python eval/collect_runs.py            # no run: the table again, with the latest scores beside it
+
+Beside each run's validation the table shows its score on the wide validation set
+(``eval/results/selection/``) and on the standard benchmark (``eval/results/sib200_lowres/``) where
+those hold it, and its wall time: recorded by the run, else re-timed by
+``eval/perf/recipe_wall_time.py`` (an estimate, marked so).
 
 ``--checkpoint STEP`` also publishes one run's checkpoint of that step as the artifact
 ``<run>_step<STEP>`` (no table row: the run's row is its chosen artifact), e.g. the last step of a run
@@ -65,6 +71,33 @@ def _wall_minutes(run: Path) -> float | None:
     return None if seconds is None else round(seconds / 60, 1)
 
 
+def scores(names: list[str], results: Path) -> dict[str, dict]:
+    """What the other committed results say about each run (None where they do not cover it): its
+    wide-validation accuracy (``selection/``), its standard-benchmark accuracy per K
+    (``sib200_lowres/``) and, for runs that kept no wall time, the estimate of
+    ``eval/perf/recipe_wall_time.py`` (``perf/recipe_wall_times.json``)."""
+
+    def load(rel: str) -> dict | None:
+        path = results / rel
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    selection, bench, wall = (load("selection/results.json"), load("sib200_lowres/results.json"),
+                              load("perf/recipe_wall_times.json"))  # fmt: skip
+    found = {}
+    for name in names:
+        path = f"eval/results/meta_runs/{name}"
+        row: dict = {"wide_val": None, "benchmark": None, "retimed_minutes": None}
+        if selection:
+            row["wide_val"] = next((r["accuracy"] for r in selection["runs"] if r["run"] == path), None)
+        if bench:
+            accs = {int(k): r["methods"].get(f"meta:{path}", {}).get("mean_accuracy") for k, r in bench["by_k"].items()}
+            row["benchmark"] = dict(sorted(accs.items())) if accs and None not in accs.values() else None
+        if wall:
+            row["retimed_minutes"] = next((r["estimate_min"] for r in wall["rows"] if r["run"] == name), None)
+        found[name] = row
+    return found
+
+
 def publish_checkpoint(run: Path, step: int) -> Path:
     """Write ``run``'s checkpoint of ``step`` as the artifact ``OUT/<run>_step<step>`` (with the run's
     training data, for the benchmark's leakage check, and the validation accuracy of that step)."""
@@ -112,7 +145,7 @@ def plot_curves(summaries: list[dict], path: Path) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
-    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("runs", nargs="*", type=Path, help="run directories (none: only rewrite the table and plot)")
     p.add_argument("--checkpoint", type=int, metavar="STEP",
                    help="also publish the (single) run's checkpoint of this step as <run>_step<STEP>")  # fmt: skip
     args = p.parse_args()
@@ -148,15 +181,22 @@ def main() -> None:
         "from test, 20 episodes each): `eval/results/sib200_val/results.md` (`eval/configs/sib200_val.yaml`).",
         "",
         "| run | algorithm | adapters | head | inner loop | training episodes from | precision | steps (episodes) "
-        "| val episodes | best val acc (step) | wall time (min) | val curve |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| val episodes | best val acc (step) | wide val (%) | standard benchmark K = 1 / 5 / 10 (%) "
+        "| wall time (min) | val curve |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    others = scores([s["name"] for s in summaries], OUT.parent)
     for s in summaries:
         curve = " ".join(f"{v:.3f}" for _, v in s["val_curve"])
-        wall = "not recorded" if s.get("wall_minutes") is None else f"{s['wall_minutes']:.0f}"
+        found = others[s["name"]]
+        wall = (f"{s['wall_minutes']:.0f}" if s.get("wall_minutes") is not None
+                else f"~{found['retimed_minutes']:.0f} (re-timed)" if found["retimed_minutes"] is not None
+                else "not recorded")  # fmt: skip
+        wide = "-" if found["wide_val"] is None else f"{100 * found['wide_val']:.1f}"
+        bench = "-" if found["benchmark"] is None else " / ".join(f"{100 * a:.1f}" for a in found["benchmark"].values())
         lines.append(f"| `{s['name']}` | {s['algorithm']} | {s['adapters']} | {s['head']} | {s['inner']} | "
                      f"{s['train_data']} | {s['precision']} | {s['steps']} ({s['episodes']}) | {s['val_episodes']} | "
-                     f"{s['best_val']:.4f} ({s['best_step']}) | {wall} | {curve} |")  # fmt: skip
+                     f"{s['best_val']:.4f} ({s['best_step']}) | {wide} | {bench} | {wall} | {curve} |")  # fmt: skip
     # What follows the table (notes written by hand) is kept.
     old = (OUT / "attempts.md").read_text(encoding="utf-8") if (OUT / "attempts.md").is_file() else ""
     rest = old[old.index("\n## ") :] if "\n## " in old else ""

@@ -100,3 +100,29 @@ def test_a_checkpoint_is_published_as_an_artifact_with_its_step_and_validation(t
     monkeypatch.setattr(sys, "argv", ["collect_runs.py", str(run), "--checkpoint", "3"])
     with pytest.raises(SystemExit, match=r"no checkpoint of step 3 \(kept: step-00000004\)"):
         collect_runs.main()
+
+
+def test_the_table_shows_each_runs_wide_validation_benchmark_and_retimed_wall_time(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "meta_runs"
+    monkeypatch.setattr(collect_runs, "OUT", out)
+    for name, seconds in (("timed", 3000.0), ("old", None)):
+        monkeypatch.setattr(sys, "argv", ["collect_runs.py", str(_run(tmp_path / "runs", name, seconds))])
+        collect_runs.main()
+    results = tmp_path  # eval/results/, beside meta_runs/
+    (results / "selection").mkdir()
+    (results / "selection" / "results.json").write_text(json.dumps({"runs": [
+        {"run": "eval/results/meta_runs/old", "accuracy": 0.5934}]}), encoding="utf-8")  # fmt: skip
+    (results / "sib200_lowres").mkdir()
+    by_k = {k: {"methods": {"meta:eval/results/meta_runs/old": {"mean_accuracy": acc},
+                            "meta:eval/results/meta_runs/timed": {"mean_accuracy": acc}}}
+            for k, acc in (("10", 0.634), ("1", 0.429), ("5", 0.609))}  # fmt: skip
+    del by_k["10"]["methods"]["meta:eval/results/meta_runs/timed"]  # not at every K: no benchmark entry
+    (results / "sib200_lowres" / "results.json").write_text(json.dumps({"by_k": by_k}), encoding="utf-8")
+    (results / "perf").mkdir()
+    (results / "perf" / "recipe_wall_times.json").write_text(json.dumps({"rows": [
+        {"run": "old", "estimate_min": 41.6}, {"run": "timed", "estimate_min": 99.0}]}), encoding="utf-8")  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["collect_runs.py"])  # no run: the table again
+    collect_runs.main()
+    rows = {line.split(" | ")[0]: line for line in (out / "attempts.md").read_text(encoding="utf-8").splitlines()}
+    assert "| 0.5500 (4) | 59.3 | 42.9 / 60.9 / 63.4 | ~42 (re-timed) |" in rows["| `old`"]
+    assert "| 0.5500 (4) | - | - | 50 |" in rows["| `timed`"]  # its own recorded wall time wins
