@@ -43,6 +43,14 @@ INTENDED_CHANGES: dict[str, dict[str, Any]] = {
     "recipes/configs/mamlpp_hr50.yaml": {"max_steps": 250, "val_every": 50, "patience": 3},
     # Issue 17: first-order MAML at scale sized the same way, so the three MAML-family runs compare.
     "recipes/configs/fomaml_hr50.yaml": {"max_steps": 250, "val_every": 50, "patience": 3},
+    # Issue 17: the AfriSenti mixture experiment extends protonet_hr50_xl_short.yaml (cross-lingual, 250
+    # steps), so that a committed run is its baseline, as the new protonet_hr50_ways.yaml does.
+    "recipes/configs/protonet_hr50_mix.yaml": {
+        "max_steps": 250,
+        "val_every": 25,
+        "checkpoint_every": 25,
+        "data.cross_lingual": True,
+    },
 }
 
 
