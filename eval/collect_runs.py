@@ -52,7 +52,13 @@ def summarise(run: Path) -> dict:
         if meta["algorithm"] != "protonet"
         else "-",
         "train_data": f"{len(cfg['data']['train_langs'])} langs"
-        + (", cross-lingual" if cfg["data"].get("cross_lingual") else ""),
+        + (", cross-lingual" if cfg["data"].get("cross_lingual") else "")
+        + (f", {cfg['data']['n_way_min']}-{cfg['data']['n_way']} ways" if cfg["data"].get("n_way_min") else "")
+        + (
+            f", + {cfg['data']['aux_task']} episodes ({cfg['data']['aux_fraction']:.0%})"
+            if cfg["data"].get("aux_task")
+            else ""
+        ),  # fmt: skip
         "precision": "bf16" if cfg.get("mixed_precision") == "bf16" else "fp32",
         "val_episodes": len(cfg["data"]["val_langs"]) * cfg["data"].get("val_episodes", 8),
         "steps": rows[-1]["step"],

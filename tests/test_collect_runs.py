@@ -106,7 +106,12 @@ def test_the_table_shows_each_runs_wide_validation_benchmark_and_retimed_wall_ti
     out = tmp_path / "meta_runs"
     monkeypatch.setattr(collect_runs, "OUT", out)
     for name, seconds in (("timed", 3000.0), ("old", None)):
-        monkeypatch.setattr(sys, "argv", ["collect_runs.py", str(_run(tmp_path / "runs", name, seconds))])
+        run = _run(tmp_path / "runs", name, seconds)
+        if name == "timed":  # task diversity shows in the training-data column
+            cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+            cfg["data"] |= {"n_way": 7, "n_way_min": 3, "aux_task": "afrisenti", "aux_fraction": 0.25}
+            (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        monkeypatch.setattr(sys, "argv", ["collect_runs.py", str(run)])
         collect_runs.main()
     results = tmp_path  # eval/results/, beside meta_runs/
     (results / "selection").mkdir()
@@ -126,3 +131,4 @@ def test_the_table_shows_each_runs_wide_validation_benchmark_and_retimed_wall_ti
     rows = {line.split(" | ")[0]: line for line in (out / "attempts.md").read_text(encoding="utf-8").splitlines()}
     assert "| 0.5500 (4) | 59.3 | 42.9 / 60.9 / 63.4 | ~42 (re-timed) |" in rows["| `old`"]
     assert "| 0.5500 (4) | - | - | 50 |" in rows["| `timed`"]  # its own recorded wall time wins
+    assert "| 2 langs, 3-7 ways, + afrisenti episodes (25%) |" in rows["| `timed`"]
