@@ -102,3 +102,11 @@ def test_peak_rss_sees_an_allocation_inside_the_block() -> None:
         time.sleep(0.05)
         block.close()
     assert rss.peak_mb - rss.baseline_mb > 30
+
+
+def test_plot_labels_drop_run_directories() -> None:
+    from xmeta.bench.plots import short_label
+
+    assert short_label("meta:eval/results/meta_runs/protonet (protonet)") == "meta:protonet (protonet)"
+    assert short_label("meta-ens:runs/a/final+/abs/b (ensemble of 2)") == "meta-ens:final+b (ensemble of 2)"
+    assert short_label("icl:gemma-3-270m") == "icl:gemma-3-270m"
