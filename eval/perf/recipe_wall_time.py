@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "loadavg_start": os.getloadavg(),
-        },  # fmt: skip
+        },
         "rows": [],
     }
     with tempfile.TemporaryDirectory(prefix="xmeta-walltime-") as work:

@@ -118,10 +118,9 @@ def plot_vs_k(by_k: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     axes[0][0].set_title(f"{first['task']}: {first['n_way']}-way, {len(first['langs'])} languages")
     if zoom:
         axes[0][1].set_title("close-up: within 2 points of the best at some K", fontsize=10)
-    _legend_beside(axes[0][-1] if zoom else axes[0][0])
-    if zoom:  # one legend for both panels: every method, beside the close-up
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        axes[0][1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    # One legend for both panels (every method and chance, from the full-scale panel), beside the last.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return save_figure(plt, fig, path)
 
