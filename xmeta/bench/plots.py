@@ -62,7 +62,8 @@ def plot_per_language(res: Mapping[str, Any], path: Path) -> Path:
     methods = res["methods"]
     x = np.arange(len(langs))
     width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(langs) * max(1, len(methods)) ** 0.5 + 2), 4.5))
+    # Wider with more languages and methods, up to a page-wide 20 inches (beyond that a PNG is unreadable).
+    fig, ax = plt.subplots(figsize=(min(20.0, max(6.0, 0.45 * len(langs) * max(1, len(methods)) ** 0.5 + 2)), 4.5))
     styles = _styles(plt, len(methods))
     for i, m in enumerate(methods.values()):
         points = [
@@ -71,7 +72,7 @@ def plot_per_language(res: Mapping[str, Any], path: Path) -> Path:
         ]
         points.append(_err(m["mean_accuracy"], m["mean_ci95"]))
         y, lo, hi = (np.array(v) for v in zip(*points))
-        ax.errorbar(x - 0.4 + width * (i + 0.5), y, yerr=[lo, hi], ls="none", ms=4, capsize=2,
+        ax.errorbar(x - 0.4 + width * (i + 0.5), y, yerr=[lo, hi], ls="none", ms=3 if len(methods) > 8 else 4, capsize=1,
                     label=short_label(m["display"]), **styles[i])  # fmt: skip
     ax.axhline(100.0 / res["n_way"], color="grey", lw=0.8, ls="--", label=f"chance (1/{res['n_way']})")
     ax.set_xticks(x, langs, rotation=60, ha="right", fontsize=8)
