@@ -1,12 +1,14 @@
 """Paired differences between methods of one benchmark run, on the episodes they share.
 
     python eval/paired.py eval/results/sib200_lowres --against meta:eval/results/meta_runs/protonet_hr50_xl \\
-        [--methods meta:eval/results/meta_runs/mamlpp_hr50 ...] [--out eval/results/sib200_lowres/paired.md]
+        [--methods meta:eval/results/meta_runs/mamlpp_hr50 ...] [--save eval/results/sib200_lowres/paired.md]
 
 Every method of the benchmark (or those given) against the reference, per K: the mean over
 languages of the per-episode accuracy difference (same episode indices, checked), with a 95%
 bootstrap interval that resamples episodes within languages -- the benchmark's stratified
-interval applied to differences. Most of the episode-to-episode spread is shared by two methods,
+interval applied to differences. Where the two methods do not both have a finished cell for every
+language (a failed or missing cell), the difference is over the languages they share and says so
+("on N of M languages"); none shared is "–". Most of the episode-to-episode spread is shared by two methods,
 so this interval is much tighter than either method's own, and is the one that says whether two
 rows of the results table differ.
 """
@@ -37,6 +39,8 @@ def load_cells(out: Path) -> dict[int, dict[str, dict[str, list[dict]]]]:
 def paired(a: dict[str, list[dict]], b: dict[str, list[dict]]) -> tuple[float, tuple[float, float]]:
     """Mean over the shared languages of ``a - b`` per episode, and its stratified 95% interval."""
     langs = sorted(set(a) & set(b))
+    if not langs:
+        raise ValueError("the two methods share no finished language cell")
     for lang in langs:
         if [e["index"] for e in a[lang]] != [e["index"] for e in b[lang]]:
             raise SystemExit(f"{lang}: the two methods' cells hold different episodes")
@@ -68,11 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         row = []
         for k in ks:
-            if method in cells[k] and args.against in cells[k]:
-                d, (lo, hi) = paired(cells[k][method], cells[k][args.against])
-                row.append(f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
-            else:
+            a, b = cells[k].get(method, {}), cells[k].get(args.against, {})
+            shared, every = set(a) & set(b), set().union(*cells[k].values())  # the K's languages
+            if not shared:
                 row.append("–")
+                continue
+            d, (lo, hi) = paired(a, b)
+            partial = f" (on {len(shared)} of {len(every)} languages)" if shared != every else ""
+            row.append(f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{partial}")
         lines.append(f"| `{method}` | " + " | ".join(row) + " |")
     text = "\n".join(lines) + "\n"
     if args.save is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -34,3 +35,19 @@ def test_unknown_methods_are_refused_naming_the_known_ones(capsys) -> None:
         paired.main([str(OUT), "--against", "meta:nope"])
     assert paired.main([str(OUT), "--against", SHIPPED, "--methods", "frozen-proto"]) == 0
     assert "| `frozen-proto` | -17.4 [" in capsys.readouterr().out
+
+
+def test_a_failed_cell_is_not_silently_dropped(tmp_path, capsys) -> None:
+    def cell(method: str, lang: str, accs: list[float], status: str = "ok") -> None:
+        d = tmp_path / "cells" / "k5" / f"{method}-0"
+        d.mkdir(parents=True, exist_ok=True)
+        episodes = [{"index": i, "accuracy": a} for i, a in enumerate(accs)]
+        (d / f"{lang}.json").write_text(json.dumps({"status": status, "k_shot": 5, "method": method, "lang": lang,
+                                                    "episodes": episodes}))  # fmt: skip
+
+    cell("ref", "aaa_Latn", [0.5, 0.6])
+    cell("ref", "bbb_Latn", [0.4, 0.4])
+    cell("new", "aaa_Latn", [0.6, 0.7])
+    cell("new", "bbb_Latn", [], status="failed")  # its bbb cell failed: the difference is over aaa alone, and says so
+    assert paired.main([str(tmp_path), "--against", "ref", "--methods", "new"]) == 0
+    assert "| `new` | +10.0 [+10.0, +10.0] (on 1 of 2 languages) |" in capsys.readouterr().out
