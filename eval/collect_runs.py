@@ -96,8 +96,12 @@ def scores(names: list[str], results: Path) -> dict[str, dict]:
         if selection:
             row["wide_val"] = next((r["accuracy"] for r in selection["runs"] if r["run"] == path), None)
         if bench:
-            accs = {int(k): r["methods"].get(f"meta:{path}", {}).get("mean_accuracy") for k, r in bench["by_k"].items()}
-            row["benchmark"] = dict(sorted(accs.items())) if accs and None not in accs.values() else None
+            # Only a complete benchmark row (every language's cell finished) is a mean over the 25 languages.
+            entries = {int(k): r["methods"].get(f"meta:{path}", {}) for k, r in bench["by_k"].items()}
+            complete = entries and all(
+                e.get("complete") and e.get("mean_accuracy") is not None for e in entries.values()
+            )
+            row["benchmark"] = {k: e["mean_accuracy"] for k, e in sorted(entries.items())} if complete else None
         if wall:
             row["retimed_minutes"] = next((r["estimate_min"] for r in wall["rows"] if r["run"] == name), None)
         found[name] = row

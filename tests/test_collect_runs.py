@@ -118,10 +118,10 @@ def test_the_table_shows_each_runs_wide_validation_benchmark_and_retimed_wall_ti
     (results / "selection" / "results.json").write_text(json.dumps({"runs": [
         {"run": "eval/results/meta_runs/old", "accuracy": 0.5934}]}), encoding="utf-8")  # fmt: skip
     (results / "sib200_lowres").mkdir()
-    by_k = {k: {"methods": {"meta:eval/results/meta_runs/old": {"mean_accuracy": acc},
-                            "meta:eval/results/meta_runs/timed": {"mean_accuracy": acc}}}
+    by_k = {k: {"methods": {"meta:eval/results/meta_runs/old": {"mean_accuracy": acc, "complete": True},
+                            "meta:eval/results/meta_runs/timed": {"mean_accuracy": acc, "complete": True}}}
             for k, acc in (("10", 0.634), ("1", 0.429), ("5", 0.609))}  # fmt: skip
-    del by_k["10"]["methods"]["meta:eval/results/meta_runs/timed"]  # not at every K: no benchmark entry
+    by_k["10"]["methods"]["meta:eval/results/meta_runs/timed"]["complete"] = False  # a failed cell: no benchmark entry
     (results / "sib200_lowres" / "results.json").write_text(json.dumps({"by_k": by_k}), encoding="utf-8")
     (results / "perf").mkdir()
     (results / "perf" / "recipe_wall_times.json").write_text(json.dumps({"rows": [
