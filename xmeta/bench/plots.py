@@ -44,8 +44,10 @@ def _styles(plt: Any, n: int) -> list[dict[str, Any]]:
     return [{"color": colors[i], "marker": markers[i % len(markers)]} for i in range(n)]
 
 
-def _legend_beside(ax: Any) -> None:
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+def _legend_beside(ax: Any, source: Any = None) -> None:
+    """``ax``'s legend (or ``source``'s entries) to the right of ``ax``; ``save_figure`` keeps it in the PNG."""
+    handles, labels = (source or ax).get_legend_handles_labels()
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _err(acc: float | None, ci: list[float] | None) -> tuple[float, float, float]:
@@ -120,8 +122,7 @@ def plot_vs_k(by_k: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     if zoom:
         axes[0][1].set_title("close-up: within 2 points of the best at some K", fontsize=10)
     # One legend for both panels (every method and chance, from the full-scale panel), beside the last.
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    axes[0][-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    _legend_beside(axes[0][-1], source=axes[0][0])
     fig.tight_layout()
     return save_figure(plt, fig, path)
 
